@@ -1,0 +1,1 @@
+"""Entry points, one per job: ``python -m pipelines.<job> --config FILE [--set key=value ...]``."""

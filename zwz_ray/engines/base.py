@@ -1,0 +1,144 @@
+"""One interface for every model call: chat messages with images, n samples, structured output.
+
+Backends (``hf``, ``vllm``, ``openai``) implement :class:`Engine`. A stage builds its
+requests, calls :meth:`Engine.chat` once per batch and gets one :class:`ChatResult` per
+request, in order. Per-request failures (a timeout, an HTTP 500, an over-long prompt)
+come back as ``ChatResult.error`` so the stage can record a drop reason; only
+configuration mistakes raise.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from zwz_ray.config import EngineConfig
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+
+
+@dataclass
+class ChatRequest:
+    """One conversation to complete.
+
+    ``messages`` follow the OpenAI shape: ``{"role": ..., "content": str | list[part]}`` where a
+    part is ``{"type": "text", "text": str}`` or ``{"type": "image", "image": PIL.Image | bytes}``.
+    ``json_schema`` asks for output that parses as JSON matching the schema.
+    """
+
+    messages: list[dict]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    json_schema: dict | None = None
+    request_id: str = ""
+
+
+@dataclass
+class ChatResult:
+    texts: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reasons: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class EngineStats:
+    calls: int = 0  # requests sent to the model (a request may carry n samples)
+    samples: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: int = 0
+
+    def add(self, result: ChatResult, n: int) -> None:
+        self.calls += 1
+        self.samples += n if result.ok else 0
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        self.errors += 0 if result.ok else 1
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class Engine(ABC):
+    """A loaded model that completes chat requests in batches."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.stats = EngineStats()
+
+    @abstractmethod
+    def _chat(self, requests: list[ChatRequest]) -> list[ChatResult]: ...
+
+    def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        if not requests:
+            return []
+        results = self._chat(requests)
+        if len(results) != len(requests):
+            raise RuntimeError(f"engine {self.config.label} returned {len(results)} results for {len(requests)} requests")
+        for req, res in zip(requests, results):
+            self.stats.add(res, req.sampling.n)
+        return results
+
+    def close(self) -> None:
+        """Release the model; the engine is unusable afterwards."""
+
+
+# --------------------------------------------------------------------------- message helpers
+
+
+def as_pil(image: Any) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB") if image.mode != "RGB" else image
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return Image.open(io.BytesIO(bytes(image))).convert("RGB")
+    if isinstance(image, dict) and "bytes" in image:
+        return as_pil(image["bytes"])
+    raise TypeError(f"cannot use {type(image).__name__} as an image")
+
+
+def user_message(text: str, images: list[Any] = ()) -> dict:
+    """A user turn: the images first, then the text."""
+    parts: list[dict] = [{"type": "image", "image": img} for img in images]
+    parts.append({"type": "text", "text": text})
+    return {"role": "user", "content": parts}
+
+
+def system_message(text: str) -> dict:
+    return {"role": "system", "content": text}
+
+
+def message_images(messages: list[dict]) -> list[Image.Image]:
+    """All images in the conversation, in order, as RGB PIL images."""
+    out = []
+    for msg in messages:
+        content = msg.get("content")
+        if isinstance(content, list):
+            out.extend(as_pil(p["image"]) for p in content if p.get("type") == "image")
+    return out
+
+
+def template_messages(messages: list[dict]) -> list[dict]:
+    """Messages with images replaced by ``{"type": "image"}`` placeholders (for chat templates)."""
+    out = []
+    for msg in messages:
+        content = msg.get("content")
+        if isinstance(content, list):
+            content = [{"type": "image"} if p.get("type") == "image" else {"type": "text", "text": p["text"]} for p in content]
+        out.append({"role": msg["role"], "content": content})
+    return out
