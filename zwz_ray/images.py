@@ -14,7 +14,7 @@ import glob as _glob
 import io
 import math
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from fsspec.core import url_to_fs
@@ -191,19 +191,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
         return img
-    if mode.startswith("I") or mode == "F":
-        return Image.fromarray(_to_uint8(np.asarray(img)), "L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        return _on_white(img)
     try:
+        if mode.startswith("I") or mode == "F":
+            return Image.fromarray(_to_uint8(np.asarray(img)), "L").convert("RGB")
+        if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+            return _on_white(img)
         return img.convert("RGB")
-    except (ValueError, OSError) as e:
-        raise ImageDecodeError("unsupported_mode", mode) from e
+    except ValueError as e:  # Pillow: "conversion from X to Y not supported"
+        raise ImageDecodeError("unsupported_mode", f"{mode}: {e}") from e
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     """Scale 16/32-bit or float grey to 0..255."""
-    arr = arr.astype(np.float64)
+    arr = arr.astype(np.float32)
     lo, hi = float(arr.min()), float(arr.max())
     if lo >= 0 and hi <= 255:
         scaled = arr
