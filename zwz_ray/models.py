@@ -12,14 +12,17 @@ A model reference is one of
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from transformers.image_processing_base import ImageProcessingMixin
 
 BUILDER_VERSION = 1
 TINY_PREFIX = "tiny:"
@@ -43,7 +46,7 @@ def is_tiny(ref: str) -> bool:
 
 def parse_tiny(ref: str) -> tuple[str, int]:
     """Split ``tiny:<family>[@seed]`` into (family, seed); unknown families list the known ones."""
-    body = ref[len(TINY_PREFIX):]
+    body = ref[len(TINY_PREFIX) :]
     family, _, seed = body.partition("@")
     if family not in TINY_FAMILIES:
         raise ValueError(
@@ -73,7 +76,7 @@ def resolve_model(ref: str, cache_dir: str | None = None) -> str:
         target = cache_root(cache_dir) / f"{family}-s{seed}-v{BUILDER_VERSION}"
         return str(_build_once(target, lambda out: _TINY_BUILDERS[family](out, seed)))
     if ref.startswith("file://"):
-        ref = ref[len("file://"):]
+        ref = ref[len("file://") :]
     if _is_remote(ref):
         name = hashlib.sha1(ref.encode()).hexdigest()[:16]
         target = cache_root(cache_dir) / "remote" / f"{Path(ref.rstrip('/')).name}-{name}"
@@ -143,7 +146,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
         return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
     names = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
     value = getattr(torch, names.get(dtype, dtype), None)
-    if not isinstance(value, torch.dtype):
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
         raise ValueError(f"unknown dtype {dtype!r}; use auto, bfloat16, float16 or float32")
     return value
 
@@ -157,7 +160,9 @@ def _from_pretrained(cls: Any, path: str, **kwargs: Any) -> Any:
     """``cls.from_pretrained`` with a clear message when a hub id cannot be reached."""
     try:
         return cls.from_pretrained(path, **kwargs)
-    except OSError as err:
+    except (OSError, ValueError) as err:
+        if os.path.isdir(path):
+            raise
         raise OSError(
             f"could not load {path!r} with {cls.__name__}: {err}\n"
             "If this is a Hugging Face id, check the name and network access (or HF_HUB_OFFLINE and the "
@@ -178,13 +183,13 @@ def apply_pixel_limits(processor: Any, min_pixels: int | None, max_pixels: int |
     """Bound the pixels per image of a VLM processor (Qwen: size edges; Idefics3: longest edge)."""
     image_processor = processor.image_processor
     size = dict(image_processor.size or {})
-    if "shortest_edge" in size and "longest_edge" in size and "max_image_size" not in vars(image_processor):
+    if "shortest_edge" in size and "longest_edge" in size:
         if min_pixels is not None:
             size["shortest_edge"] = min_pixels
         if max_pixels is not None:
             size["longest_edge"] = max_pixels
     elif max_pixels is not None and "longest_edge" in size:
-        tile = (getattr(image_processor, "max_image_size", None) or {}).get("longest_edge", 1)
+        tile = dict(getattr(image_processor, "max_image_size", None) or {}).get("longest_edge", 1)
         size["longest_edge"] = max(tile, int(max_pixels**0.5) // tile * tile)
     image_processor.size = size
     for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
@@ -203,14 +208,14 @@ def load_vlm(
     attn_implementation: str | None = None,
 ) -> tuple[Any, Any]:
     """Load a vision-language model (eval mode) and its processor with pixel limits and left padding."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     path = resolve_model(ref)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = _from_pretrained(AutoModelForImageTextToText, path, **kwargs).to(device).eval()
-    processor = _from_pretrained(AutoProcessor, path)
+    processor = load_processor(path)
     _prepare_for_generation(processor.tokenizer)
     return model, apply_pixel_limits(processor, min_pixels, max_pixels)
 
@@ -225,43 +230,96 @@ def load_text_model(ref: str, *, device: str = "cpu", dtype: str = "auto") -> tu
 
 
 def load_grounding(ref: str, *, device: str = "cpu") -> tuple[Any, Any]:
-    """Load a text-prompted grounding model (SAM3) and its processor.
-
-    Without torchvision the stock SAM3 image processor cannot be imported; the processor then uses
-    ``Sam3PilImageProcessor``, which does the same resize / normalise / post-processing with PIL and torch.
-    """
-    from transformers import AutoModel, AutoProcessor
+    """Load a text-prompted grounding model (SAM3 or another AutoModel detector) and its processor."""
+    from transformers import AutoModel
 
     path = resolve_model(ref)
     model = _from_pretrained(AutoModel, path).to(device).eval()
-    if _config_dict(path).get("model_type") != "sam3":
-        return model, _from_pretrained(AutoProcessor, path)
+    return model, load_processor(path)
+
+
+def load_processor(path: str) -> Any:
+    """``AutoProcessor.from_pretrained``, rebuilt from its parts when torchvision is missing.
+
+    Without torchvision, transformers cannot create video processors (required by the Qwen-VL
+    processors) nor the SAM3 image processor; the processor is then assembled from the PIL image
+    processor (``Sam3PilImageProcessor`` for SAM3), the tokenizer and an inert video processor.
+    """
+    from transformers import AutoProcessor
+
     try:
-        processor = AutoProcessor.from_pretrained(path)
-        if not callable(getattr(processor.image_processor, "preprocess", None)):
-            raise ImportError("placeholder image processor")
-    except (ImportError, TypeError, AttributeError):
-        processor = _sam3_processor_without_torchvision(path)
-    return model, processor
+        return AutoProcessor.from_pretrained(path)
+    except (ImportError, AttributeError, ValueError) as err:
+        if _has_torchvision():
+            raise OSError(f"could not load a processor from {path!r}: {err}") from err
+    return _processor_without_torchvision(path)
 
 
-def _sam3_processor_without_torchvision(path: str) -> Any:
-    from transformers import AutoTokenizer, Sam3Processor
+def _has_torchvision() -> bool:
+    import importlib.util
 
-    config = json.loads((Path(path) / "processor_config.json").read_text())
-    image_config = config.get("image_processor", config)
-    image_processor = Sam3PilImageProcessor(
-        size=image_config.get("size"), image_mean=image_config.get("image_mean"), image_std=image_config.get("image_std")
+    return importlib.util.find_spec("torchvision") is not None
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _processor_without_torchvision(path: str) -> Any:
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    if not os.path.isdir(path):  # a hub id: its small config files from the hub or the local HF cache
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(path, allow_patterns=["*.json", "*.jinja", "*.txt"])
+    root = Path(path)
+    config = _read_json(root / "processor_config.json")
+    name = (
+        config.get("processor_class")
+        or _read_json(root / "preprocessor_config.json").get("processor_class")
+        or _read_json(root / "tokenizer_config.json").get("processor_class")
     )
-    return Sam3Processor(image_processor=image_processor, tokenizer=_from_pretrained(AutoTokenizer, path))
+    processor_class = getattr(transformers, name or "", None)
+    if processor_class is None:
+        raise OSError(f"no processor class recorded in {path!r}; cannot assemble a processor without torchvision")
+    parts: dict[str, Any] = {"tokenizer": _from_pretrained(AutoTokenizer, path)}
+    if name == "Sam3Processor":
+        image_config = config.get("image_processor") or _read_json(root / "preprocessor_config.json")
+        parts["image_processor"] = Sam3PilImageProcessor(**image_config)
+    else:
+        parts["image_processor"] = _from_pretrained(AutoImageProcessor, path)
+    if "video_processor" in processor_class.get_attributes():
+        video_config = config.get("video_processor") or _read_json(root / "video_preprocessor_config.json")
+        parts["video_processor"] = _inert_video_processor(video_config)
+    template = root / "chat_template.jinja"
+    if template.is_file() and "chat_template" in inspect.signature(processor_class.__init__).parameters:
+        parts["chat_template"] = template.read_text()
+    extra = {k: v for k, v in config.items() if k in inspect.signature(processor_class.__init__).parameters}
+    return processor_class(**{**extra, **parts})
 
 
-class Sam3PilImageProcessor:
-    """SAM3 image pre/post-processing with PIL and torch only (same maths as transformers' Sam3ImageProcessor)."""
+def _inert_video_processor(video_config: dict) -> Any:
+    """A ``BaseVideoProcessor`` carrying the saved settings; it stands in where torchvision is missing."""
+    import transformers.processing_utils as processing_utils
+    from transformers.video_processing_utils import BaseVideoProcessor, VideoProcessorMixin
+
+    # transformers only exports VideoProcessorMixin with torchvision; processors type-check against it.
+    if not hasattr(processing_utils.transformers_module, "VideoProcessorMixin"):
+        processing_utils.transformers_module.VideoProcessorMixin = VideoProcessorMixin
+    settings = {k: v for k, v in video_config.items() if k != "video_processor_type"}
+    return BaseVideoProcessor(**settings)
+
+
+class Sam3PilImageProcessor(ImageProcessingMixin):
+    """SAM3 image pre/post-processing with PIL and torch only (the maths of transformers' Sam3ImageProcessor)."""
 
     model_input_names = ["pixel_values"]
 
-    def __init__(self, size: dict | None = None, image_mean: list | None = None, image_std: list | None = None):
+    def __init__(
+        self, size: dict | None = None, image_mean: list | None = None, image_std: list | None = None, **_: Any
+    ):
+        super().__init__()
         self.size = dict(size or {"height": 1008, "width": 1008})
         self.image_mean = list(image_mean or (0.5, 0.5, 0.5))
         self.image_std = list(image_std or (0.5, 0.5, 0.5))
@@ -310,7 +368,11 @@ class Sam3PilImageProcessor:
         ]
 
     def post_process_instance_segmentation(
-        self, outputs: Any, threshold: float = 0.3, mask_threshold: float = 0.5, target_sizes: Any = None,
+        self,
+        outputs: Any,
+        threshold: float = 0.3,
+        mask_threshold: float = 0.5,
+        target_sizes: Any = None,
         masks: bool = True,
     ) -> list[dict]:
         """Per image: {'scores', 'boxes', 'masks'} for instances scoring above ``threshold``."""
@@ -365,14 +427,30 @@ Let me think step by step. The final answer is \\boxed{4}. <answer>A</answer> <a
 """
 
 _QWEN_SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 _QWEN_ADDED = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
 _IDEFICS3_SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<|pad|>", "<fake_token_around_image>",
-    "<image>", "<global-img>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<|pad|>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<global-img>",
 ] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
 _CLIP_SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
 
@@ -490,7 +568,8 @@ def _save(out: Path, seed: int, model_factory: Callable[[], Any], processor: Any
     """Create the model under ``torch.manual_seed(seed)`` and save model + processor/tokenizer to ``out``."""
     torch.manual_seed(seed)
     model = model_factory()
-    model.generation_config.pad_token_id = model.config.get_text_config().pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = model.config.get_text_config().pad_token_id
     model.save_pretrained(out)
     processor.save_pretrained(out)
 
@@ -507,21 +586,43 @@ def _build_qwen2_5_vl(out: Path, seed: int) -> None:
     text = _text_dims(tokenizer)
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]}
     vision = dict(
-        depth=2, hidden_size=128, intermediate_size=256, num_heads=2, patch_size=14, spatial_merge_size=2,
-        temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1], out_hidden_size=text["hidden_size"],
+        depth=2,
+        hidden_size=128,
+        intermediate_size=256,
+        num_heads=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[1],
+        out_hidden_size=text["hidden_size"],
     )
     config = Qwen2_5_VLConfig(
         text_config=text, vision_config=vision, tie_word_embeddings=True, **_qwen_vl_ids(tokenizer)
     )
     min_pixels, max_pixels = QWEN2_5_PIXELS
     image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, patch_size=14, merge_size=2,
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        patch_size=14,
+        merge_size=2,
         temporal_patch_size=2,
     )
+    video_processor = _inert_video_processor(
+        dict(
+            patch_size=14,
+            merge_size=2,
+            temporal_patch_size=2,
+            size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        )
+    )
     processor = Qwen2_5_VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=_QWEN_CHAT_TEMPLATE
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=_QWEN_CHAT_TEMPLATE,
     )
     _save(out, seed, lambda: Qwen2_5_VLForConditionalGeneration(config), processor)
+    _patch_processor_config(out, "video_processor", video_processor_type="Qwen2VLVideoProcessor")
 
 
 def _build_qwen3_vl(out: Path, seed: int) -> None:
@@ -531,21 +632,49 @@ def _build_qwen3_vl(out: Path, seed: int) -> None:
     text = _text_dims(tokenizer)
     text["head_dim"] = 64
     text["rope_parameters"] = {
-        "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [12, 10, 10], "mrope_interleaved": True,
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [12, 10, 10],
+        "mrope_interleaved": True,
     }
     vision = dict(
-        depth=2, hidden_size=128, intermediate_size=256, num_heads=2, patch_size=16, spatial_merge_size=2,
-        temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0],
+        depth=2,
+        hidden_size=128,
+        intermediate_size=256,
+        num_heads=2,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0],
         out_hidden_size=text["hidden_size"],
     )
     config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **_qwen_vl_ids(tokenizer))
     min_pixels, max_pixels = QWEN3_PIXELS
     image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, patch_size=16, merge_size=2,
-        temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     )
-    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=_QWEN_CHAT_TEMPLATE)
+    video_processor = _inert_video_processor(
+        dict(
+            patch_size=16,
+            merge_size=2,
+            temporal_patch_size=2,
+            size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        )
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=_QWEN_CHAT_TEMPLATE,
+    )
     _save(out, seed, lambda: Qwen3VLForConditionalGeneration(config), processor)
+    _patch_processor_config(out, "video_processor", video_processor_type="Qwen3VLVideoProcessor")
 
 
 def _build_text(out: Path, seed: int) -> None:
@@ -557,7 +686,12 @@ def _build_text(out: Path, seed: int) -> None:
 
 
 def _build_idefics3(out: Path, seed: int) -> None:
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
 
     tokenizer = _train_tokenizer(
         _IDEFICS3_SPECIALS,
@@ -571,18 +705,30 @@ def _build_idefics3(out: Path, seed: int) -> None:
     text.update(model_type="llama", head_dim=64, bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=False)
     tile, patch, scale = 64, 16, 2
     vision = dict(
-        hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, image_size=tile,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=tile,
         patch_size=patch,
     )
     config = Idefics3Config(
-        text_config=text, vision_config=vision, scale_factor=scale, tie_word_embeddings=False,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id,
+        text_config=text,
+        vision_config=vision,
+        scale_factor=scale,
+        tie_word_embeddings=False,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=tokenizer.pad_token_id,
     )
     image_processor = Idefics3ImageProcessorPil(
-        size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile}, do_image_splitting=True,
+        size={"longest_edge": 2 * tile},
+        max_image_size={"longest_edge": tile},
+        do_image_splitting=True,
     )
     processor = Idefics3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=(tile // patch) ** 2 // scale**2,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=(tile // patch) ** 2 // scale**2,
         chat_template=_IDEFICS3_CHAT_TEMPLATE,
     )
     _save(out, seed, lambda: Idefics3ForConditionalGeneration(config), processor)
@@ -598,20 +744,36 @@ def _build_sam3(out: Path, seed: int) -> None:
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
     )
-    ids = _token_ids(tokenizer, bos_token_id="<|startoftext|>", eos_token_id="<|endoftext|>", pad_token_id="<|endoftext|>")
+    ids = _token_ids(
+        tokenizer, bos_token_id="<|startoftext|>", eos_token_id="<|endoftext|>", pad_token_id="<|endoftext|>"
+    )
     side = 112  # 8 x 8 patches of 14 px
     config = Sam3Config(
         vision_config=dict(
             backbone_config=dict(
-                hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                image_size=side, patch_size=14, window_size=4, global_attn_indexes=[1], pretrain_image_size=side // 2,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=side,
+                patch_size=14,
+                window_size=4,
+                global_attn_indexes=[1],
+                pretrain_image_size=side // 2,
             ),
             fpn_hidden_size=32,
             backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
         ),
         text_config=dict(
-            model_type="clip_text_model", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-            projection_dim=32, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=32, **ids,
+            model_type="clip_text_model",
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            **ids,
         ),
         geometry_encoder_config=dict(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64),
         detr_encoder_config=dict(hidden_size=32, num_layers=1, num_attention_heads=2, intermediate_size=64),
@@ -621,29 +783,29 @@ def _build_sam3(out: Path, seed: int) -> None:
         mask_decoder_config=dict(hidden_size=32, num_attention_heads=2),
     )
     image_processor = Sam3PilImageProcessor(size={"height": side, "width": side})
-    torch.manual_seed(seed)
-    Sam3Model(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    _write_sam3_processor_config(out, image_processor, Sam3Processor.__name__)
+    processor = Sam3Processor(image_processor=image_processor, tokenizer=tokenizer)
+    _save(out, seed, lambda: Sam3Model(config), processor)
+    # Saved under the stock class name so that machines with torchvision load transformers' own processor.
+    _patch_processor_config(
+        out,
+        "image_processor",
+        image_processor_type="Sam3ImageProcessor",
+        mask_size={"height": 32, "width": 32},
+        do_resize=True,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        do_convert_rgb=True,
+        resample=2,
+    )
 
 
-def _write_sam3_processor_config(out: Path, image_processor: Sam3PilImageProcessor, processor_class: str) -> None:
-    """Write the processor config that transformers' Sam3Processor reads (image processor nested)."""
-    image_config = {
-        "image_processor_type": "Sam3ImageProcessor",
-        "size": image_processor.size,
-        "mask_size": {"height": 32, "width": 32},
-        "image_mean": image_processor.image_mean,
-        "image_std": image_processor.image_std,
-        "do_resize": True,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "do_convert_rgb": True,
-        "resample": 2,
-    }
-    config = {"processor_class": processor_class, "image_processor": image_config, "target_size": image_processor.size["height"]}
-    (out / "processor_config.json").write_text(json.dumps(config, indent=2) + "\n")
+def _patch_processor_config(out: Path, section: str, **fields: Any) -> None:
+    """Update one sub-processor's entry in a saved processor_config.json."""
+    path = out / "processor_config.json"
+    config = json.loads(path.read_text())
+    config.setdefault(section, {}).update(fields)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 _TINY_BUILDERS: dict[str, Callable[[Path, int], None]] = {
