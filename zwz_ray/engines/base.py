@@ -95,7 +95,7 @@ class Engine(ABC):
             self.stats.add(res, req.sampling.n)
         return results
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Release the model; the engine is unusable afterwards."""
 
 

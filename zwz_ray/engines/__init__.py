@@ -1,0 +1,57 @@
+"""Model inference behind one interface; ``build_engine`` picks the backend from the config.
+
+Backends are imported lazily, so ``import zwz_ray.engines`` never imports vllm, httpx or
+a model.
+"""
+
+from __future__ import annotations
+
+from zwz_ray.config import EngineConfig
+from zwz_ray.engines.base import (
+    ChatRequest,
+    ChatResult,
+    Engine,
+    EngineStats,
+    SamplingParams,
+    as_pil,
+    message_images,
+    system_message,
+    template_messages,
+    user_message,
+)
+from zwz_ray.engines.structured import describe_schema, parse_json, with_schema_instruction
+
+__all__ = [
+    "ChatRequest",
+    "ChatResult",
+    "Engine",
+    "EngineConfig",
+    "EngineStats",
+    "SamplingParams",
+    "as_pil",
+    "build_engine",
+    "describe_schema",
+    "message_images",
+    "parse_json",
+    "system_message",
+    "template_messages",
+    "user_message",
+    "with_schema_instruction",
+]
+
+
+def build_engine(config: EngineConfig) -> Engine:
+    """Load the model named by ``config`` behind the backend it asks for."""
+    if config.backend == "hf":
+        from zwz_ray.engines.hf import HFEngine
+
+        return HFEngine(config)
+    if config.backend == "vllm":
+        from zwz_ray.engines.vllm import VLLMEngine
+
+        return VLLMEngine(config)
+    if config.backend == "openai":
+        from zwz_ray.engines.openai import OpenAIEngine
+
+        return OpenAIEngine(config)
+    raise ValueError(f"unknown engine backend {config.backend!r}; use hf, vllm or openai")
