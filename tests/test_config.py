@@ -132,3 +132,19 @@ def test_every_config_file_validates(path):
     job = importlib.import_module(f"pipelines.{match.group(1)}")
     cfg = load_config(job.CONFIG_CLASS, str(path))
     assert to_dict(cfg)
+
+
+def test_base_includes_merge_and_report_cycles(tmp_path):
+    (tmp_path / "base.yaml").write_text("steps: 3\nconsensus:\n  threshold: 0.5\n  use_judge: false\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "job.yaml").write_text("_base_: ../base.yaml\nconsensus:\n  threshold: 0.9\n")
+    cfg = load_config(Job, str(sub / "job.yaml"))
+    assert cfg.steps == 3 and cfg.consensus.threshold == 0.9 and cfg.consensus.use_judge is False
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(Job, str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("consensus:\n  _base_: missing.yaml\n")
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(Job, str(tmp_path / "c.yaml"))

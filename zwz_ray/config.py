@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -288,21 +289,54 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+BASE_KEY = "_base_"
+
+
+def _read_yaml(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _resolve_bases(data: Any, here: str, seen: tuple[str, ...] = ()) -> Any:
+    """Expand ``_base_: other.yaml`` (relative to the including file) in any mapping: the mapping's
+    own keys override the base file's, recursively."""
+    if isinstance(data, list):
+        return [_resolve_bases(v, here, seen) for v in data]
+    if not isinstance(data, dict):
+        return data
+    data = {k: _resolve_bases(v, here, seen) for k, v in data.items()}
+    if BASE_KEY not in data:
+        return data
+    ref = data.pop(BASE_KEY)
+    path = os.path.normpath(os.path.join(os.path.dirname(here), str(ref)))
+    if path in seen:
+        raise ConfigError(f"{here}: {BASE_KEY} cycle through {path}")
+    base = _resolve_bases(_read_yaml(path), path, (*seen, path))
+    return _deep_merge(base, data)
+
+
 def load_config(cls: type, path: str | None = None, overrides: typing.Sequence[str] = ()) -> Any:
-    """Read ``path`` (YAML) into ``cls``, apply ``key=value`` overrides, validate."""
+    """Read ``path`` (YAML; ``_base_`` includes allowed) into ``cls``, apply ``key=value`` overrides, validate."""
     data: dict = {}
     source = "<defaults>"
     if path:
         source = str(path)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = _resolve_bases(_read_yaml(path), str(path), (os.path.normpath(str(path)),))
     if overrides:
         base = to_dict(from_dict(cls, data, source=source))
         for text in overrides:

@@ -1,0 +1,365 @@
+"""Parsing real-world model output: fences, prose, broken tags, numbering styles, garbage."""
+
+from __future__ import annotations
+
+import pytest
+
+from zwz_ray.parsing import (
+    clean_object_names,
+    extract_answer,
+    extract_boxed,
+    normalize_answer,
+    parse_box,
+    parse_choice,
+    parse_json_output,
+    parse_numbered_list,
+    parse_verdict,
+)
+
+GARBAGE = [None, "", "   \n ", 42, ["a"], {"x"}, b"bytes"]
+
+# --------------------------------------------------------------------------- JSON
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"objects": ["cup"]}', {"objects": ["cup"]}),
+        ('```json\n{"objects": ["cup", "lamp"]}\n```', {"objects": ["cup", "lamp"]}),
+        ('```\n{"a": 1}\n```', {"a": 1}),
+        ('Sure! Here is the JSON:\n{"valid": "Yes", "reason": "ok"}\nHope this helps.', {"valid": "Yes", "reason": "ok"}),
+        ('The set {1, 2} is not JSON, but {"a": {"b": [1, {"c": 2}]}} is.', {"a": {"b": [1, {"c": 2}]}}),
+        ('{"reason": "a } brace in a string", "valid": "No"}', {"reason": "a } brace in a string", "valid": "No"}),
+        ('{"objects": ["cup", "lamp",],}', {"objects": ["cup", "lamp"]}),
+        ("{'answer': 'B'}", {"answer": "B"}),
+        ('first {"a": 1} then {"b": 2}', {"a": 1}),
+        ('```json\n{"a": 1}\n``` and later {"b": 2}', {"a": 1}),
+        ('{"text": "line\nbreak"}', {"text": "line\nbreak"}),
+        ('["just", "a", "list"]', None),
+        ('{"unterminated": "yes', None),
+        ("no json here", None),
+        ("{{{{", None),
+    ],
+)
+def test_parse_json_output(text, expected):
+    assert parse_json_output(text) == expected
+
+
+@pytest.mark.parametrize("bad", GARBAGE)
+def test_parse_json_output_garbage(bad):
+    assert parse_json_output(bad) is None
+
+
+# --------------------------------------------------------------------------- object names
+
+
+def test_clean_object_names_strips_markers_and_dedupes():
+    raw = [
+        "1. Red umbrella",
+        "2) wall clock.",
+        "(3) **Bicycle**",
+        "- red UMBRELLA",
+        "* 'street sign'",
+        "• coffee mug;",
+        "[7] fire hydrant",
+        "#8 stop sign",
+        "9 - kite",
+        "10. Blue car: a car parked on the left",
+        "x",
+        "a" * 50,
+        "b" * 49,
+        None,
+        12,
+        "   ",
+        "7-Up can",
+        "3D printer",
+        "2.5 inch screw",
+    ]
+    assert clean_object_names(raw) == [
+        "Red umbrella",
+        "wall clock",
+        "Bicycle",
+        "street sign",
+        "coffee mug",
+        "fire hydrant",
+        "stop sign",
+        "kite",
+        "Blue car",
+        "b" * 49,
+        "7-Up can",
+        "3D printer",
+        "2.5 inch screw",
+    ]
+
+
+def test_clean_object_names_bounds_and_odd_input():
+    assert clean_object_names(["ab", "a"], min_chars=2, max_chars=49) == ["ab"]
+    assert clean_object_names(["abcd"], max_chars=3) == []
+    assert clean_object_names("single name") == ["single name"]
+    for bad in (None, 5, {"a": 1}):
+        assert clean_object_names(bad) == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1. red cup\n2. wall clock\n3. kite", ["red cup", "wall clock", "kite"]),
+        ("Here are the objects:\n1) red cup\n2) wall clock\nThat's all.", ["red cup", "wall clock"]),
+        ("- red cup\n- wall clock", ["red cup", "wall clock"]),
+        ("1. **red cup** - on the table\n2. lamp", ["**red cup** - on the table", "lamp"]),
+        ('```json\n{"objects": ["red cup", "lamp"]}\n```', ["red cup", "lamp"]),
+        ('["red cup", "lamp"]', ["red cup", "lamp"]),
+        ("red cup, wall clock, kite", ["red cup", "wall clock", "kite"]),
+        ("Objects:\nred cup\nwall clock", ["red cup", "wall clock"]),
+        ("", []),
+        (None, []),
+    ],
+)
+def test_parse_numbered_list(text, expected):
+    assert parse_numbered_list(text) == expected
+
+
+def test_numbered_list_then_clean():
+    text = "1. **Red cup** - on the table\n2. lamp\n3. Lamp\n4. x"
+    assert clean_object_names(parse_numbered_list(text)) == ["Red cup", "lamp"]
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@pytest.mark.parametrize(
+    "text, valid, reason_part",
+    [
+        ('{"reason": "The sign is fully visible.", "valid": "Yes"}', True, "fully visible"),
+        ('```json\n{"reason": "Two cups match.", "valid": "No"}\n```', False, "Two cups"),
+        ("VALID: Yes\nREASON: the text is readable in both views", True, "readable in both"),
+        ("REASON: the count differs outside the crop.\nVALID: No", False, "count differs"),
+        ("**VALID:** **No**\n**REASON:** ambiguous target", False, "ambiguous target"),
+        ("After checking all four conditions... Verdict: invalid", False, "four conditions"),
+        ("valid = true", True, ""),
+        ("Yes. Everything is consistent.", True, "consistent"),
+        ("No, the target is ambiguous.", False, "ambiguous"),
+        ("I first thought VALID: Yes, but on reflection VALID: No", False, ""),
+    ],
+)
+def test_parse_verdict(text, valid, reason_part):
+    verdict, reason = parse_verdict(text)
+    assert verdict is valid
+    assert reason_part in reason
+
+
+@pytest.mark.parametrize("text", [*GARBAGE, "I am not sure about this one.", '{"reason": "hmm"}'])
+def test_parse_verdict_without_verdict(text):
+    verdict, reason = parse_verdict(text)
+    assert verdict is None and reason
+
+
+# --------------------------------------------------------------------------- boxed and answers
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (r"so the answer is \boxed{5}.", "5"),
+        (r"\boxed{3} ... wait, recount: \boxed{4}", "4"),
+        (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
+        (r"\boxed{\text{red}}", "red"),
+        (r"\boxed{ {a} and {b} }", "{a} and {b}"),
+        (r"\boxed {EXIT}", "EXIT"),
+        (r"\boxed{7} then \boxed{unclosed", "7"),
+        (r"\boxed{never closed", None),
+        ("no box", None),
+        (None, None),
+    ],
+)
+def test_extract_boxed(text, expected):
+    assert extract_boxed(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, answer, how",
+    [
+        ("<answer>B</answer>", "B", "tag"),
+        ("Thinking...\n<answer>\n  red \n</answer>", "red", "tag"),
+        ("<answer>1</answer> no wait <answer>2</answer>", "2", "tag"),
+        ("<ANSWER>Blue</ANSWER>", "Blue", "tag"),
+        ("The count is clear. <answer> 7 ", "7", "tag"),
+        ("I put it in tags.\n5</answer>", "5", "tag"),
+        (r"<answer>\boxed{C}</answer>", "C", "tag"),
+        ("<answer>**red**</answer>", "red", "tag"),
+        ("<answer></answer>", "", "empty"),
+        (r"Counting gives \boxed{6} cups.", "6", "boxed"),
+        ("Let me look.\nAnswer: 12\n", "12", "answer_line"),
+        ("**Final Answer:** two", "two", "answer_line"),
+        ("Reasoning here.\nThe answer is B.", "B.", "answer_line"),
+        ("Answer: 3\nAnswer: 4", "4", "answer_line"),
+        ("The image shows a cat.\n\n  A cat  \n\n", "A cat", "tail"),
+        ("Answers vary by viewer.\nred", "red", "tail"),
+        ("", "", "empty"),
+        ("   \n\t", "", "empty"),
+        (None, "", "empty"),
+    ],
+)
+def test_extract_answer(text, answer, how):
+    assert extract_answer(text) == (answer, how)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<answer>B</answer>", "B"),
+        ("<answer>b</answer>", "B"),
+        ("<answer>(C)</answer>", "C"),
+        ("<answer>D. red</answer>", "D"),
+        ("<answer>The answer is A</answer>", "A"),
+        ('{"answer": "C"}', "C"),
+        (r"\boxed{A}", "A"),
+        ("Option B is correct.", "B"),
+        ("I choose B) because the cap is blue.", "B"),
+        ("<answer>**B**</answer>", "B"),
+        ("<answer>B - blue</answer>", "B"),
+        ("<answer>E</answer>", None),
+        ("<answer>A cat on a mat</answer>", None),
+        ("<answer>a blue cap</answer>", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_choice(text, expected):
+    assert parse_choice(text) == expected
+
+
+def test_parse_choice_by_option_text():
+    options = ["red", "blue", "white", "black"]
+    assert parse_choice("<answer>Blue.</answer>", options=options) == "B"
+    assert parse_choice("<answer>green</answer>", options=options) is None
+    assert parse_choice("<answer>E</answer>", letters="ABCDE") == "E"
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("5", "five"),
+        ("5", "5.0"),
+        ("5", " 5. "),
+        ("Five", "FIVE!"),
+        ("12", "a dozen"),
+        ("12", "Dozen"),
+        ("21", "twenty-one"),
+        ("21", "twenty one"),
+        ("1000", "1,000"),
+        ("2.5", "2.50"),
+        ("gray", "Grey"),
+        ("dark gray", "dark-grey"),
+        ("The red cup", "red cup"),
+        ("an apple", "Apple."),
+        ("3", "3 people"),
+        ("4", "four items"),
+        ("EXIT", "exit"),
+        ("Coca-Cola", "coca cola"),
+        ("ＡＢＣ", "abc"),
+        ("50%", "50 percent"),
+        ("zero", "0"),
+    ],
+)
+def test_normalize_answer_equal(a, b):
+    assert normalize_answer(a) == normalize_answer(b)
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("5", "6"),
+        ("5 cm", "5 m"),
+        ("5 cm", "5"),
+        ("navy", "blue"),
+        ("light gray", "gray"),
+        ("1.5", "15"),
+        ("red", "reddish"),
+        ("3 cats", "3"),
+        ("007", "7"),
+    ],
+)
+def test_normalize_answer_different(a, b):
+    assert normalize_answer(a) != normalize_answer(b)
+
+
+def test_normalize_answer_edge_cases():
+    assert normalize_answer(None) == ""
+    assert normalize_answer("") == ""
+    assert normalize_answer("...") == ""
+    assert normalize_answer("A") == "a"  # a lone article is kept: it may be a letter or text
+    assert normalize_answer("The") == "the"
+    assert normalize_answer(5) == "5"
+    assert normalize_answer("  Hello,   World!  ") == "hello world"
+    assert normalize_answer("Café") == "café"
+    assert normalize_answer("3.14") == "3.14"
+
+
+# --------------------------------------------------------------------------- boxes
+
+
+@pytest.mark.parametrize(
+    "obj, coords, expected",
+    [
+        ({"box": [10, 20, 110, 220]}, "absolute", (10, 20, 110, 220)),
+        ({"box": [110, 220, 10, 20]}, "absolute", (10, 20, 110, 220)),
+        ({"bbox_2d": [1, 2, 3, 4], "label": "cup"}, "absolute", (1, 2, 3, 4)),
+        ([{"bbox_2d": [5, 6, 7, 8]}, {"bbox_2d": [0, 0, 1, 1]}], "absolute", (5, 6, 7, 8)),
+        ([1, 2, 3, 4], "absolute", (1, 2, 3, 4)),
+        ('```json\n[{"bbox_2d": [12, 34, 56, 78], "label": "cup"}]\n```', "absolute", (12, 34, 56, 78)),
+        ('{"box": ["10", "20", "30", "40"]}', "absolute", (10, 20, 30, 40)),
+        ("The cup is at [10, 20, 30, 40].", "absolute", (10, 20, 30, 40)),
+        ("<|box_start|>(10,20),(30,40)<|box_end|>", "absolute", (10, 20, 30, 40)),
+        ({"box": [0, 0, 500, 1000]}, "relative1000", (0, 0, 1000, 1500)),
+        ({"box": [1000, 500, 0, 0]}, "relative1000", (0, 0, 2000, 750)),
+    ],
+)
+def test_parse_box(obj, coords, expected):
+    width, height = (2000, 1500)
+    assert parse_box(obj, coords, width, height) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [*GARBAGE, {"box": [1, 2, 3]}, {"box": [1, 2, "x", 4]}, {"box": [1, 2, float("nan"), 4]},
+     {"box": [True, 0, 1, 1]}, {"label": "cup"}, "[1, 2, 3]", [], [[[[[[1, 2, 3, 4]]]]]]],
+)
+def test_parse_box_garbage(obj):
+    assert parse_box(obj, "absolute", 100, 100) is None
+
+
+def test_parse_box_relative_needs_size_and_known_coords():
+    assert parse_box([0, 0, 10, 10], "relative1000", None, None) is None
+    assert parse_box([0, 0, 10, 10], "normalized", 100, 100) is None
+
+
+# --------------------------------------------------------------------------- degenerate replies
+
+DEGENERATE = {
+    "open_braces": "{" * 20000,
+    "open_strings": '{"a": "' * 5000,
+    "single_quoted": "{'a': [" * 5000,
+    "deep_json": '{"a":' * 3000 + "1" + "}" * 3000,
+    "nested_braces": "{" * 5000 + "}" * 5000,
+    "open_boxed": "\\boxed{" * 5000,
+    "open_tags": "<answer>" * 5000,
+    "close_tags": "</answer>" * 5000,
+    "blank_after_valid": "valid" + " " * 20000 + "x",
+    "blank_after_answer": "the answer is" + " " * 20000 + "\n",
+    "fences": "```json\n{" * 3000,
+    "markers": "1. " * 10000,
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", sorted(DEGENERATE))
+def test_degenerate_replies_neither_raise_nor_hang(name):
+    """A random or looping model can emit thousands of braces or blanks; parsing stays linear-ish."""
+    text = DEGENERATE[name]
+    for parse in (parse_json_output, parse_verdict, extract_answer, parse_choice, parse_box,
+                  parse_numbered_list, normalize_answer, extract_boxed):
+        parse(text)

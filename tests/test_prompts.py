@@ -1,0 +1,228 @@
+"""Golden snapshots of every prompt, and checks that every structured-output schema is bounded.
+
+A prompt change shows up here as a diff. If the change is intended, rewrite the snapshots with
+``ZWZ_UPDATE_GOLDEN=1 python -m pytest tests/test_prompts.py`` and bump ``PROMPT_VERSION``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import random
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from zwz_ray import prompts
+from zwz_ray.synth import schemas
+
+GOLDEN = Path(__file__).parent / "golden" / "prompts"
+EXAMPLES = [
+    "How many windows are on the front of the small white house?",
+    "What word is written on the red sign above the shop entrance?",
+]
+QUESTION = "What color is the cap on the water bottle?"
+
+RENDERED = {
+    "student_prompt": lambda: prompts.student_prompt(QUESTION),
+    "student_target": lambda: prompts.student_target(" blue "),
+    "proposal": lambda: prompts.proposal_prompt(20),
+    "grounding_query": lambda: prompts.grounding_query("  Red Umbrella. "),
+    "vlm_grounding_absolute": lambda: prompts.vlm_grounding_prompt("red umbrella", "absolute"),
+    "vlm_grounding_relative1000": lambda: prompts.vlm_grounding_prompt("red umbrella", "relative1000"),
+    "question": lambda: prompts.question_prompt(EXAMPLES, n=3, object_name="water bottle"),
+    "question_no_examples": lambda: prompts.question_prompt([], n=2),
+    "validation": lambda: prompts.validation_prompt(QUESTION),
+    "answer": lambda: prompts.answer_prompt(QUESTION),
+    "equivalence": lambda: prompts.equivalence_prompt("How many birds are on the wire?", "5", "five"),
+    "overlay_question": lambda: prompts.overlay_question(QUESTION),
+    "distractor": lambda: prompts.distractor_prompt(QUESTION, "blue", n=3),
+    "mcq_problem": lambda: prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"]),
+    "difficulty": lambda: prompts.difficulty_prompt(
+        prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"])
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RENDERED))
+def test_prompt_matches_golden(name):
+    text = RENDERED[name]()
+    path = GOLDEN / f"{name}.txt"
+    if os.environ.get("ZWZ_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"no snapshot {path}; create it with ZWZ_UPDATE_GOLDEN=1 python -m pytest {__file__}"
+    expected = path.read_text(encoding="utf-8")
+    if text != expected:
+        diff = "\n".join(difflib.unified_diff(expected.splitlines(), text.splitlines(), "golden", "current", lineterm=""))
+        pytest.fail(
+            f"prompt {name!r} changed:\n{diff}\n\nIf intended, run ZWZ_UPDATE_GOLDEN=1 python -m pytest "
+            "tests/test_prompts.py and bump prompts.PROMPT_VERSION."
+        )
+
+
+def test_every_snapshot_has_a_prompt():
+    stale = {p.stem for p in GOLDEN.glob("*.txt")} - set(RENDERED)
+    assert not stale, f"snapshots without a prompt (delete them): {sorted(stale)}"
+
+
+def test_prompts_are_clean():
+    for name, render in RENDERED.items():
+        text = render()
+        assert text == text.strip() and "  " not in text.replace("\n", " "), name
+        assert "{" not in text or "JSON" in text, f"{name}: unformatted placeholder?"
+
+
+def test_mcq_problem_letters_and_instruction():
+    text = prompts.mcq_problem("Q?", ["x", "y", "z", "w"])
+    assert text.splitlines() == ["Q?", "A. x", "B. y", "C. z", "D. w", prompts.MCQ_INSTRUCTION]
+
+
+def test_overlay_question_appends_red_box_instruction():
+    assert prompts.overlay_question(" Q? ") == f"Q?\n{prompts.RED_BOX_INSTRUCTION}"
+    assert "red box" in prompts.RED_BOX_INSTRUCTION
+
+
+def test_vlm_grounding_rejects_unknown_coords():
+    with pytest.raises(ValueError, match="coords"):
+        prompts.vlm_grounding_prompt("cup", "normalized")
+
+
+def test_question_prompt_lists_every_type_and_example():
+    text = prompts.question_prompt(EXAMPLES, n=3)
+    assert all(t in text for t in prompts.QUESTION_TYPES)
+    assert all(e in text for e in EXAMPLES)
+    assert "up to 3 questions" in text and "empty list" in text
+
+
+# --------------------------------------------------------------------------- seed questions
+
+
+def test_seed_questions_cover_every_type():
+    seeds = prompts.load_seed_questions()
+    assert 60 <= len(seeds) <= 200
+    assert len(set(seeds)) == len(seeds)
+    assert all(q.endswith("?") and len(q) <= schemas.QUESTION_MAX_CHARS for q in seeds)
+    headings = [ln[2:] for ln in prompts.SEED_QUESTIONS_FILE.read_text().splitlines() if ln.startswith("# ")]
+    assert set(prompts.QUESTION_TYPES) <= set(headings)
+
+
+def test_load_seed_questions_skips_comments_blanks_and_duplicates(tmp_path):
+    path = tmp_path / "seeds.txt"
+    path.write_text("# comment\n\nQ1?\n  Q2?  \nQ1?\n")
+    assert prompts.load_seed_questions(path) == ["Q1?", "Q2?"]
+
+
+def test_sample_examples_is_deterministic():
+    seeds = prompts.load_seed_questions()
+    a = prompts.sample_examples(seeds, k=15, rng_or_seed=7)
+    assert a == prompts.sample_examples(seeds, k=15, rng_or_seed=7)
+    assert a == prompts.sample_examples(seeds, k=15, rng_or_seed=random.Random(7))
+    assert a != prompts.sample_examples(seeds, k=15, rng_or_seed=8)
+    assert len(a) == len(set(a)) == 15 and set(a) <= set(seeds)
+    assert sorted(prompts.sample_examples(["x", "y"], k=15)) == ["x", "y"]
+    assert prompts.sample_examples([], k=15) == []
+    np = pytest.importorskip("numpy")
+    drawn = prompts.sample_examples(seeds, k=15, rng_or_seed=np.random.default_rng(3))
+    assert drawn == prompts.sample_examples(seeds, k=15, rng_or_seed=np.random.default_rng(3)) and len(set(drawn)) == 15
+
+
+# --------------------------------------------------------------------------- schemas
+
+ALL_SCHEMAS = {
+    "proposal": schemas.PROPOSAL_SCHEMA,
+    "proposal_5": schemas.proposal_schema(5),
+    "questions": schemas.QUESTIONS_SCHEMA,
+    "questions_1": schemas.questions_schema(1),
+    "validation": schemas.VALIDATION_SCHEMA,
+    "answer": schemas.ANSWER_SCHEMA,
+    "equivalence": schemas.EQUIVALENCE_SCHEMA,
+    "distractor": schemas.DISTRACTOR_SCHEMA,
+    "distractor_4": schemas.distractor_schema(4),
+    "vlm_box": schemas.VLM_BOX_SCHEMA,
+    "vlm_box_relative": schemas.vlm_box_schema("relative1000"),
+    "difficulty": schemas.DIFFICULTY_SCHEMA,
+    "difficulty_ab": schemas.difficulty_schema("AB"),
+}
+
+
+def _unbounded(node, path="$"):
+    """Paths of strings without maxLength/enum, arrays without maxItems, numbers without maximum."""
+    found = []
+    kind = node.get("type")
+    if kind == "string" and "maxLength" not in node and "enum" not in node:
+        found.append(path)
+    if kind == "array":
+        if "maxItems" not in node:
+            found.append(path)
+        found += _unbounded(node["items"], path + "[]")
+    if kind in ("integer", "number") and "maximum" not in node:
+        found.append(path)
+    if kind == "object":
+        assert node.get("additionalProperties") is False, path
+        assert node["required"] == list(node["properties"]), path
+        for key, sub in node["properties"].items():
+            found += _unbounded(sub, f"{path}.{key}")
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(ALL_SCHEMAS))
+def test_schema_is_valid_and_bounded(name):
+    schema = ALL_SCHEMAS[name]
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert _unbounded(schema) == []
+
+
+def test_property_order_puts_reasoning_first():
+    assert list(schemas.VALIDATION_SCHEMA["properties"]) == ["reason", "valid"]
+    assert list(schemas.ANSWER_SCHEMA["properties"]) == ["reasoning", "answer"]
+
+
+def _valid(schema, value):
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+@pytest.mark.parametrize(
+    "schema, good, bad",
+    [
+        (schemas.PROPOSAL_SCHEMA, {"objects": ["red cup", "wall clock"]}, {"objects": ["x"]}),
+        (schemas.proposal_schema(1), {"objects": []}, {"objects": ["cup", "mug"]}),
+        (schemas.PROPOSAL_SCHEMA, {"objects": ["cup"]}, {"objects": ["a" * 50]}),
+        (schemas.QUESTIONS_SCHEMA, {"questions": [{"type": "ocr", "question": "What word is on the sign?"}]},
+         {"questions": [{"type": "weather", "question": "What is the weather?"}]}),
+        (schemas.QUESTIONS_SCHEMA, {"questions": []}, {"questions": [{"type": "ocr", "question": "Q" * 161}]}),
+        (schemas.QUESTIONS_SCHEMA, {"questions": []},
+         {"questions": [{"type": "ocr", "question": "What is it?"}] * 4}),
+        (schemas.VALIDATION_SCHEMA, {"reason": "All four hold.", "valid": "Yes"}, {"reason": "ok", "valid": "yes"}),
+        (schemas.VALIDATION_SCHEMA, {"reason": "ok", "valid": "No"}, {"valid": "No"}),
+        (schemas.ANSWER_SCHEMA, {"reasoning": "I count five.", "answer": "5"}, {"reasoning": "", "answer": ""}),
+        (schemas.ANSWER_SCHEMA, {"reasoning": "", "answer": "red"}, {"reasoning": "", "answer": "x" * 41}),
+        (schemas.EQUIVALENCE_SCHEMA, {"same": "No"}, {"same": True}),
+        (schemas.DISTRACTOR_SCHEMA, {"options": ["red", "green", "white"]}, {"options": ["red", "green"]}),
+        (schemas.DISTRACTOR_SCHEMA, {"options": ["red", "green", "white"]}, {"options": ["red", "", "white"]}),
+        (schemas.VLM_BOX_SCHEMA, {"box": [10, 20, 300, 400]}, {"box": [10, 20, 300]}),
+        (schemas.VLM_BOX_SCHEMA, {"box": [0, 0, 1, 1]}, {"box": [-1, 0, 1, 1]}),
+        (schemas.vlm_box_schema("relative1000"), {"box": [0, 0, 1000, 1000]}, {"box": [0, 0, 1001, 10]}),
+        (schemas.VLM_BOX_SCHEMA, {"box": [1, 2, 3, 4]}, {"box": [1.5, 2, 3, 4]}),
+        (schemas.DIFFICULTY_SCHEMA, {"answer": "D"}, {"answer": "E"}),
+        (schemas.difficulty_schema("AB"), {"answer": "B"}, {"answer": "C"}),
+        (schemas.EQUIVALENCE_SCHEMA, {"same": "Yes"}, {"same": "Yes", "extra": 1}),
+    ],
+)
+def test_schema_examples(schema, good, bad):
+    assert _valid(schema, good)
+    assert not _valid(schema, bad)
+
+
+def test_vlm_box_schema_rejects_unknown_coords():
+    with pytest.raises(ValueError, match="coords"):
+        schemas.vlm_box_schema("normalized")
+
+
+def test_schemas_compile_with_xgrammar():
+    xgr = pytest.importorskip("xgrammar")
+    for name, schema in ALL_SCHEMAS.items():
+        grammar = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=True)
+        assert grammar is not None, name
