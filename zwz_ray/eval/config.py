@@ -1,0 +1,104 @@
+"""Configuration of the evaluation job (``pipelines/evaluate.py``, ``zwz_ray.eval.run_eval``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from zwz_ray.config import ConfigError, EngineConfig, RayConfig, bounded, listed, uri
+
+# Fields a benchmark row is read into; ``columns`` in the config maps them to the file's column names.
+FIELDS = ("id", "question", "answer", "image", "crop", "bbox", "category", "options")
+
+
+@dataclass
+class BenchmarkConfig:
+    """Where the benchmark is and how its columns are named."""
+
+    # A parquet / JSON / JSONL file, a folder of them, or a glob; local or fsspec
+    # (hf://datasets/inclusionAI/ZoomBench, s3://bucket/zoombench/).
+    path: str = uri("hf://datasets/inclusionAI/ZoomBench")
+    # zoombench: id, query, response, image, crop_image[, question_type, bbox]; generic: see `columns`.
+    format: Literal["auto", "zoombench", "generic"] = "auto"
+    name: str = ""  # shown in the report; defaults to the file or folder name
+    # field -> column name, overriding the format's defaults (fields: id question answer image crop bbox category options)
+    columns: dict[str, str] = field(default_factory=dict)
+    bbox_format: Literal["xyxy", "xywh"] = "xyxy"  # pixel boxes
+    limit: int | None = None  # evaluate only the first N items (quick looks)
+    # Laptop only: write a generated ZoomBench-layout fixture at `path` when it does not exist.
+    generate_if_missing: bool = False
+    fixture_items: int = bounded(24, 1)
+    fixture_seed: int = 0
+
+    def validate(self, where: str) -> None:
+        unknown = sorted(set(self.columns) - set(FIELDS))
+        if unknown:
+            raise ConfigError(f"{where}.columns: unknown field(s) {unknown}; fields are {list(FIELDS)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"{where}.limit must be >= 1 or null, got {self.limit}")
+        if self.generate_if_missing and "://" in self.path and not self.path.startswith(("file://", "memory://")):
+            raise ConfigError(f"{where}.generate_if_missing only works with a local path, not {self.path!r}")
+
+
+@dataclass
+class InferenceConfig:
+    """How every evaluated model answers: the student prompt, greedy by default."""
+
+    views: list[str] = listed("global", "regional")
+    max_tokens: int = bounded(256, 1)
+    temperature: float = bounded(0.0, 0.0, 2.0)
+    top_p: float = bounded(1.0, 0.0, 1.0)
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        bad = [v for v in self.views if v not in ("global", "regional")]
+        if bad or not self.views:
+            raise ConfigError(f"{where}.views must be a non-empty subset of ['global', 'regional'], got {self.views}")
+
+
+@dataclass
+class JudgeOptions:
+    max_tokens: int = bounded(64, 8)
+
+
+@dataclass
+class CoverageConfig:
+    """Attention coverage of the question's box (Qwen-VL models, transformers, eager attention)."""
+
+    enabled: bool = False
+    layer: int | None = None  # decoder layer; negative counts from the end; None = the middle layer
+    max_items: int = bounded(32, 1)  # items with a bbox, first N
+    heatmaps: int = bounded(4, 0)  # heatmap PNGs per model
+    models: list[str] = field(default_factory=list)  # labels to measure; empty = every Qwen-VL model
+
+
+@dataclass
+class OutputConfig:
+    dir: str = uri("outputs/eval")
+    resume: bool = True  # skip (item, view, model) triples already in the predictions
+    report: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Top level of an evaluation job."""
+
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    models: list[EngineConfig] = field(default_factory=lambda: [EngineConfig()])
+    judge: EngineConfig | None = None  # text LLM for answers the rules cannot decide
+    judge_options: JudgeOptions = field(default_factory=JudgeOptions)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    coverage: CoverageConfig = field(default_factory=CoverageConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def validate(self, where: str) -> None:
+        if not self.models:
+            raise ConfigError(f"{where}.models: give at least one model to evaluate")
+        labels = [m.label for m in self.models]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ConfigError(f"{where}.models: labels must be unique, {dupes} repeat (set `name` to tell them apart)")
+        unknown = sorted(set(self.coverage.models) - set(labels))
+        if unknown:
+            raise ConfigError(f"{where}.coverage.models: {unknown} are not among the models {labels}")

@@ -1,0 +1,147 @@
+"""``report.md`` and its plots: per-dimension accuracy, zooming gap, latency, attention heatmaps."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from zwz_ray.eval.metrics import VIEWS, pct  # noqa: E402
+
+
+def _save(fig, fs, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    with fs.open(path, "wb") as fh:
+        fh.write(buf.getvalue())
+
+
+def plot_dimensions(metrics: dict, fs, path: str) -> None:
+    """Grouped bars: accuracy per dimension, one bar per (model, view)."""
+    dims = sorted({d for m in metrics.values() for d in m["dimensions"]}, key=lambda d: (d != "all", d))
+    series = [(label, view) for label, m in metrics.items() for view in VIEWS if view in m["views"]]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(dims) * max(1, len(series)) / 2), 4))
+    width = 0.8 / max(1, len(series))
+    for k, (label, view) in enumerate(series):
+        values = [100 * (metrics[label]["dimensions"].get(d, {}).get(view, {}).get("accuracy") or 0) for d in dims]
+        ax.bar(np.arange(len(dims)) + k * width, values, width, label=f"{label} ({view})",
+               hatch="//" if view == "regional" else None, alpha=0.9)
+    ax.set_xticks(np.arange(len(dims)) + width * (len(series) - 1) / 2, dims)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Accuracy per dimension: global (full image) vs regional (crop)")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, fs, path)
+
+
+def plot_gap(metrics: dict, fs, path: str) -> None:
+    """Per model: paired global and regional accuracy, and the zooming gap between them."""
+    labels = [label for label, m in metrics.items() if m.get("zooming_gap")]
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(labels)), 4))
+    x = np.arange(len(labels))
+    g = [100 * metrics[label]["zooming_gap"]["global"] for label in labels]
+    r = [100 * metrics[label]["zooming_gap"]["regional"] for label in labels]
+    ax.bar(x - 0.2, g, 0.4, label="global view")
+    ax.bar(x + 0.2, r, 0.4, label="regional view")
+    for i, (a, b) in enumerate(zip(g, r)):
+        ax.annotate(f"gap {b - a:+.1f}", (i, max(a, b) + 2), ha="center", fontsize=8)
+    ax.set_xticks(x, labels, rotation=15, fontsize=8)
+    ax.set_ylabel("accuracy on paired items (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Zooming gap (regional - global)")
+    ax.legend(fontsize=8)
+    _save(fig, fs, path)
+
+
+def plot_latency(predictions: dict, fs, path: str) -> None:
+    """Box plot of seconds per item, per (model, view)."""
+    data, names = [], []
+    for label, df in predictions.items():
+        for view in VIEWS:
+            part = df[(df["view"] == view) & (df["rule"] != "error")]["latency_s"].dropna()
+            if len(part):
+                data.append(part.astype(float).to_numpy())
+                names.append(f"{label}\n{view}")
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names)), 4))
+    if data:
+        ax.boxplot(data, showfliers=True)
+        ax.set_xticks(range(1, len(names) + 1), names, fontsize=7)
+    ax.set_ylabel("seconds per item (batch time / batch size)")
+    ax.set_title("Latency per item")
+    _save(fig, fs, path)
+
+
+def plot_heatmap(image: Image.Image, grid: np.ndarray, box: list[float], title: str, fs, path: str) -> None:
+    """The attention grid stretched over the image, with the question's box drawn."""
+    fig, ax = plt.subplots(figsize=(6, 6 * image.height / max(image.width, 1)))
+    ax.imshow(image)
+    ax.imshow(grid, cmap="jet", alpha=0.45, extent=(0, image.width, image.height, 0), interpolation="nearest")
+    x1, y1, x2, y2 = box
+    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=2))
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+    _save(fig, fs, path)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _view_cell(block: dict, view: str) -> str:
+    v = block.get(view)
+    return f"{pct(v['accuracy'])} ({v['correct']}/{v['n']})" if v else "-"
+
+
+def render_markdown(benchmark: str, metrics: dict, coverage: dict, plots: dict[str, str], judge: str | None) -> str:
+    lines = [f"# Evaluation on {benchmark}", "",
+             "Dual-view protocol: every question is asked on the full image (global view) and on the crop of its "
+             "region (regional view). Zooming gap = regional - global accuracy on items with both views. "
+             f"Accuracy in %. Judge: rules{' + ' + judge if judge else ' only (undecided counts as incorrect)'}.", ""]
+    rows = []
+    for label, m in metrics.items():
+        gap = m.get("zooming_gap")
+        lat = m["latency"].get("global", {}).get("latency_s", {})
+        rows.append([label, str(m["n_items"]), _view_cell(m["views"], "global"), _view_cell(m["views"], "regional"),
+                     f"{100 * gap['gap']:+.2f}" if gap else "-", f"{lat.get('mean', float('nan')):.3f}" if lat else "-"])
+    lines += ["## Summary", ""] + _table(["model", "items", "global", "regional", "zooming gap", "s / item"], rows) + [""]
+    lines += _dimension_section(metrics) + _kind_section(metrics) + _rule_section(metrics)
+    if coverage:
+        lines += ["## Attention coverage", "", "Share of the attention (last prompt token -> image tokens) inside the "
+                  "question's box; `uniform` is what evenly spread attention would score (the box area).", ""]
+        crow = [[label, str(c.get("n", 0)), f"{c.get('mean', 0):.3f}", f"{c.get('median', 0):.3f}",
+                 f"{c.get('mean_box_area', 0):.3f}", str(c.get("layer", "-"))] for label, c in coverage.items()]
+        lines += _table(["model", "items", "mean", "median", "uniform", "layer"], crow) + [""]
+    lines += ["## Plots", ""] + [f"![{name}]({path})" for name, path in plots.items()] + [""]
+    return "\n".join(lines)
+
+
+def _dimension_section(metrics: dict) -> list[str]:
+    dims = sorted({d for m in metrics.values() for d in m["dimensions"]}, key=lambda d: (d != "all", d))
+    header = ["dimension"] + [f"{label} {view}" for label in metrics for view in VIEWS]
+    rows = [[d] + [_view_cell(metrics[label]["dimensions"].get(d, {}), view) for label in metrics for view in VIEWS]
+            for d in dims]
+    return ["## Per dimension", ""] + _table(header, rows) + [""]
+
+
+def _kind_section(metrics: dict) -> list[str]:
+    header = ["questions"] + [f"{label} {view}" for label in metrics for view in VIEWS]
+    rows = [[kind] + [_view_cell(metrics[label]["kinds"].get(kind, {}), view) for label in metrics for view in VIEWS]
+            for kind in ("mcq", "open")]
+    return ["## Multiple choice vs open", ""] + _table(header, rows) + [""]
+
+
+def _rule_section(metrics: dict) -> list[str]:
+    rules = sorted({r for m in metrics.values() for v in m["rules"].values() for r in v})
+    header = ["model", "view"] + rules
+    rows = [[label, view] + [str(m["rules"][view].get(r, 0)) for r in rules] for label, m in metrics.items()
+            for view in VIEWS if view in m["rules"]]
+    return ["## Which rule decided", ""] + _table(header, rows) + [""]
