@@ -71,6 +71,13 @@ def test_misspelt_key_names_key_file_and_suggestion(tmp_path):
     assert "consensus.treshold" in msg and path in msg and "did you mean 'threshold'" in msg
 
 
+def test_exponent_floats_without_a_dot():
+    cfg = load_config(Job, None, ["consensus.threshold=1e-5"])
+    assert cfg.consensus.threshold == 1e-5
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(Job, None, ["consensus.threshold=high"])
+
+
 def test_misspelt_override_is_caught():
     with pytest.raises(ConfigError, match="did you mean 'steps'"):
         load_config(Job, None, ["stpes=3"])

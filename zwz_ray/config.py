@@ -185,6 +185,11 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
             raise ConfigError(f"{where} in {source}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} in {source}: expected a number, got {value!r}")
         return float(value)
