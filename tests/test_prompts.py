@@ -40,6 +40,7 @@ RENDERED = {
     "overlay_question": lambda: prompts.overlay_question(QUESTION),
     "distractor": lambda: prompts.distractor_prompt(QUESTION, "blue", n=3),
     "mcq_problem": lambda: prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"]),
+    "judge_equivalence": lambda: prompts.judge_equivalence_prompt("How many birds are on the wire?", "5", "five birds"),
     "difficulty": lambda: prompts.difficulty_prompt(
         prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"])
     ),
@@ -48,6 +49,7 @@ RENDERED = {
 
 @pytest.mark.parametrize("name", sorted(RENDERED))
 def test_prompt_matches_golden(name):
+    """Every prompt function in zwz_ray.prompts is rendered above (see test_every_prompt_is_snapshotted)."""
     text = RENDERED[name]()
     path = GOLDEN / f"{name}.txt"
     if os.environ.get("ZWZ_UPDATE_GOLDEN") == "1":
@@ -226,3 +228,11 @@ def test_schemas_compile_with_xgrammar():
     for name, schema in ALL_SCHEMAS.items():
         grammar = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=True)
         assert grammar is not None, name
+
+
+def test_every_prompt_is_snapshotted():
+    import inspect
+
+    functions = {n for n, f in inspect.getmembers(prompts, inspect.isfunction) if f.__module__ == prompts.__name__ and n.endswith("_prompt")}
+    covered = {n for n in functions if any(n in inspect.getsource(fn) for fn in RENDERED.values())}
+    assert functions == covered, f"prompts without a golden snapshot: {sorted(functions - covered)}"

@@ -21,7 +21,7 @@ QWEN_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 class TrainDataConfig:
     """The VQA rows written by synthesis (id, image, problem, answer) and how they become tokens."""
 
-    path: str | None = uri("outputs/synth/laptop", doc="parquet file or folder (local or fsspec URI)")
+    path: str | None = uri("outputs/synth/kept", doc="parquet file or folder (local or fsspec URI)")
     min_pixels: int = bounded(512 * 512, 1)  # paper: images 512^2 .. 4096^2 pixels
     max_pixels: int = bounded(4096 * 4096, 1)
     # A row longer than this (prompt + image tokens + answer) is dropped as "too_long", never cut.
