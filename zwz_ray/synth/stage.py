@@ -1,0 +1,220 @@
+"""The base of every synthesis stage: a Ray Data ``map_batches`` callable over ROW_SCHEMA tables.
+
+A stage declares the columns it ``reads`` and ``writes`` and the unit level of the rows it
+takes and gives (0 image, 1 object, 2 question). :meth:`Stage.__call__` checks the columns,
+passes dropped rows through untouched, hands the live rows to :meth:`Stage.process` (one list
+of output rows per input row: the row itself, its children, or the row marked dropped) and
+books the call's cost on the first output row. Model stages (:class:`ModelStage`) build their
+engine in ``__init__`` so Ray Data runs them as actor pools.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import OrderedDict
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from PIL import Image
+
+from zwz_ray.config import EngineConfig
+from zwz_ray.engines import ChatRequest, ChatResult, Engine, parse_json
+from zwz_ray.images import ImageDecodeError, decode_image, fit_pixels, read_bytes
+from zwz_ray.logs import get_logger
+from zwz_ray.synth.accounting import COUNTERS, add_usage, stats_delta
+from zwz_ray.synth.columns import ALL_COLUMNS, drop, is_dropped, to_rows, to_table
+from zwz_ray.synth.mcq import stable_seed
+
+log = get_logger(__name__)
+
+IMAGE, OBJECT, QUESTION = 0, 1, 2
+
+
+class MissingColumnsError(KeyError):
+    """A batch lacks columns a stage reads (the stages are in the wrong order, or the input is not ROW_SCHEMA)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Stage:
+    """One paper step as a ``map_batches`` callable (pyarrow batches in and out)."""
+
+    name: ClassVar[str] = "stage"
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+    level_in: ClassVar[int] = IMAGE
+    level_out: ClassVar[int] = IMAGE
+    stateful: ClassVar[bool] = False  # True: holds a model, runs as an actor pool
+
+    def __init__(self, *, name: str | None = None):
+        self.stage_name = name or type(self).name
+
+    # ------------------------------------------------------------------ to override
+
+    def process(self, rows: list[dict]) -> list[list[dict]]:
+        """Live rows in; for each, the rows it becomes (itself updated, its children, or itself dropped)."""
+        raise NotImplementedError
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Cumulative cost counters per model label (engines by default)."""
+        return {label: engine.stats.as_dict() for label, engine in self.engines().items()}
+
+    def engines(self) -> dict[str, Engine]:
+        return {}
+
+    # ------------------------------------------------------------------ the map_batches entry point
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if not isinstance(batch, pa.Table):
+            batch = pa.Table.from_pandas(batch) if hasattr(batch, "to_dict") else pa.table(batch)
+        check_columns(self, batch.column_names)
+        start = time.perf_counter()
+        before = self.counters()
+        rows = [{**dict.fromkeys(ALL_COLUMNS), **row} for row in to_rows(batch)]
+        passed = [is_dropped(row) for row in rows]  # decided before process() marks new drops
+        live = [row for row, done in zip(rows, passed) if not done]
+        results = iter(self._process_safely(live) if live else [])
+        out: list[dict] = []
+        for row, done in zip(rows, passed):
+            out.extend([row] if done else next(results))
+        self._book(out, before, time.perf_counter() - start)
+        return to_table(out)
+
+    def _book(self, out: list[dict], before: dict, busy_s: float) -> None:
+        after = self.counters()
+        models = {label: stats_delta(before.get(label, {}), counts) for label, counts in after.items()}
+        models = {label: d for label, d in models.items() if any(d[k] for k in COUNTERS)}
+        if out:
+            out[0]["usage"] = add_usage(out[0].get("usage"), self.stage_name, busy_s, models)
+
+    def _process_safely(self, rows: list[dict]) -> list[list[dict]]:
+        """``process``; if it raises, retry row by row and drop only the rows that still fail."""
+        try:
+            return self._checked(rows, self.process(rows))
+        except Exception as exc:  # noqa: BLE001 - bad data must not kill the job
+            if len(rows) == 1:
+                log.warning("stage %s failed on %s: %s", self.stage_name, rows[0].get("source"), exc)
+                detail = f"{type(exc).__name__}: {exc} | {traceback.format_exc(limit=3)[-300:]}"
+                return [[drop(rows[0], self.stage_name, "stage_error", detail)]]
+            log.warning("stage %s failed on a batch of %d rows (%s); retrying row by row", self.stage_name, len(rows), exc)
+            return [[row] if is_dropped(row) else self._process_safely([row])[0] for row in rows]
+
+    def _checked(self, rows: list[dict], results: list[list[dict]]) -> list[list[dict]]:
+        if len(results) != len(rows) or any(not r for r in results):
+            raise RuntimeError(f"stage {self.stage_name} returned {len(results)} results for {len(rows)} rows")
+        return results
+
+    def drop(self, row: dict, reason: str, detail: str = "") -> dict:
+        return drop(row, self.stage_name, reason, detail)
+
+
+def check_columns(stage: Stage, present: list[str]) -> None:
+    missing = [c for c in stage.reads if c not in present]
+    if missing:
+        raise MissingColumnsError(
+            f"stage {stage.stage_name!r} reads columns {missing} that the batch lacks (it has {sorted(present)})"
+        )
+
+
+def loosen(schema: object) -> object:
+    """``schema`` without length bounds: they exist to bound constrained decoding, and a reply
+    a few characters over (decoders and jsonschema count characters differently) is still usable."""
+    if isinstance(schema, dict):
+        return {k: loosen(v) for k, v in schema.items() if k not in ("maxLength", "maxItems")}
+    if isinstance(schema, list):
+        return [loosen(v) for v in schema]
+    return schema
+
+
+def parse_reply(text: str, schema: dict) -> tuple[Any | None, str | None]:
+    """The reply's JSON value if it has the schema's shape (types, required keys, enums)."""
+    return parse_json(text, loosen(schema))
+
+
+def row_seed(base: int, stage: str, row: dict) -> int:
+    """A per-row sampling seed, the same in every process and on every rerun."""
+    return stable_seed(stage, row["source"], row["object_index"], row["question_index"], base_seed=base) % (2**31)
+
+
+# --------------------------------------------------------------------------- full images
+
+
+class SourceImages:
+    """Decoded full images by source URI, re-read when needed (rows carry no full-size pixels).
+
+    The cache is shared by every stage in a worker process (fused CPU stages, later batches of
+    the same image) and holds only a few images.
+    """
+
+    KEEP = 3
+    _cache: OrderedDict[tuple, Image.Image] = OrderedDict()
+
+    def __init__(self, max_bytes: int, max_pixels: int):
+        self.max_bytes, self.max_pixels = max_bytes, max_pixels
+
+    def load(self, source: str) -> Image.Image:
+        key = (source, self.max_bytes, self.max_pixels)
+        cache = SourceImages._cache
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        return self.remember(source, decode_image(read_bytes(source, self.max_bytes), max_pixels=self.max_pixels))
+
+    def remember(self, source: str, image: Image.Image) -> Image.Image:
+        cache = SourceImages._cache
+        cache[(source, self.max_bytes, self.max_pixels)] = image
+        while len(cache) > self.KEEP:
+            cache.popitem(last=False)
+        return image
+
+    def load_for(self, stage: Stage, row: dict) -> Image.Image | None:
+        """The row's full image, or None with the row dropped as ``source_unreadable``."""
+        try:
+            return self.load(row["source"])
+        except ImageDecodeError as exc:
+            stage.drop(row, "source_unreadable", str(exc))
+            return None
+
+
+# --------------------------------------------------------------------------- model stages
+
+
+class ModelStage(Stage):
+    """A stage that asks one engine; the engine is built in ``__init__`` (once per actor)."""
+
+    stateful = True
+
+    def __init__(self, engine_config: EngineConfig, *, engine: Engine | None = None, name: str | None = None):
+        super().__init__(name=name)
+        from zwz_ray.engines import build_engine
+
+        self.engine_config = engine_config
+        self.engine = engine if engine is not None else build_engine(engine_config)
+
+    def engines(self) -> dict[str, Engine]:
+        return {self.engine_config.label: self.engine}
+
+    def fit(self, image: Any) -> Any:
+        """Shrink an image to the engine's pixel budget before it is sent (less to move and encode)."""
+        limit = self.engine_config.max_pixels
+        if limit and isinstance(image, Image.Image) and image.width * image.height > limit:
+            return fit_pixels(image, 1, limit)
+        return image
+
+    def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        return self.engine.chat(requests) if requests else []
+
+    def reply(self, row: dict, result: ChatResult, schema: dict) -> Any | None:
+        """The first sample parsed against ``schema``; on failure the row is dropped with the reason."""
+        if result.error:
+            self.drop(row, "engine_error", result.error)
+            return None
+        value, why = parse_reply(result.texts[0] if result.texts else "", schema)
+        if value is None:
+            self.drop(row, "unparseable_output", why or "empty reply")
+        return value
+
+    def seed(self, row: dict) -> int:
+        return row_seed(self.engine_config.seed, self.stage_name, row)
