@@ -18,7 +18,6 @@ def small_chain(out_dir: Path, *extra: str) -> R2IConfig:
     return load_config(R2IConfig, LAPTOP, [
         f"output.dir={out_dir}",
         f"synth.demo.dir={out_dir / 'demo_images'}",
-        "synth.demo.n=2",
         "distill.trainer.max_steps=2",
         "distill.trainer.num_workers=1",
         f"evaluate.benchmark.path={out_dir / 'bench.parquet'}",

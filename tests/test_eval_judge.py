@@ -76,6 +76,9 @@ CASES = [
     ("What is it?", "Let me look.\nFinal answer: apple", "apple", True, "exact"),
     ("What is it?", "Let me look closely at the fruit.\napple", "apple", True, "exact"),
     ("How many?", "So the result is \\boxed{7}.", "7", True, "exact"),
+    ("How many?", "<answer>7</answer>\n<answer>", "7", True, "exact"),
+    ("What temperature?", "<answer>-5</answer>", "5", False, "normalized"),
+    ("How many?", "<answer>two dozen</answer>", "24", True, "normalized"),
 ]
 
 

@@ -195,6 +195,13 @@ def test_extract_boxed(text, expected):
         ("Answer: 3\nAnswer: 4", "4", "answer_line"),
         ("The image shows a cat.\n\n  A cat  \n\n", "A cat", "tail"),
         ("Answers vary by viewer.\nred", "red", "tail"),
+        ("<answer>apple</answe", "apple", "tag"),  # cut off by max_tokens
+        ("<answer>B</answer>\n<answer>", "B", "tag"),  # an empty last tag falls back to the closed one
+        ("<answer>A</answer> hmm <answer>C", "C", "tag"),
+        ('<answer>"apple"</answer>', "apple", "tag"),
+        ("<answer>red   car\n</answer>", "red car", "tag"),
+        ("<answer>6'</answer>", "6'", "tag"),  # a lone quote may be a unit (feet)
+        ("\\boxed{unclosed\nAnswer: 4", "4", "answer_line"),
         ("", "", "empty"),
         ("   \n\t", "", "empty"),
         (None, "", "empty"),
@@ -263,6 +270,13 @@ def test_parse_choice_by_option_text():
         ("ＡＢＣ", "abc"),
         ("50%", "50 percent"),
         ("zero", "0"),
+        ("3 meters", "3m"),
+        ("5 centimetres", "5cm"),
+        ("30°", "30 degrees"),
+        ("205", "two hundred five"),
+        ("100", "a hundred"),
+        ("24", "two dozen"),
+        ("-3", "(-3)"),
     ],
 )
 def test_normalize_answer_equal(a, b):
@@ -281,6 +295,10 @@ def test_normalize_answer_equal(a, b):
         ("red", "reddish"),
         ("3 cats", "3"),
         ("007", "7"),
+        ("-5", "5"),
+        ("5-6", "56"),
+        ("20 one", "21"),  # only runs of number words combine
+        ("3m", "3 cm"),
     ],
 )
 def test_normalize_answer_different(a, b):
@@ -363,3 +381,12 @@ def test_degenerate_replies_neither_raise_nor_hang(name):
     for parse in (parse_json_output, parse_verdict, extract_answer, parse_choice, parse_box,
                   parse_numbered_list, normalize_answer, extract_boxed):
         parse(text)
+
+
+def test_evaluation_uses_the_same_extraction_and_normalisation():
+    """Synthesis consensus and the evaluation judge must agree on what an answer is and when two match."""
+    from zwz_ray.eval import answers
+
+    assert answers.normalize_answer is normalize_answer
+    for text in ["<answer> five </answer>", "So \\boxed{7}.", "Final answer: **grey**", "", None, "<answer></answer>"]:
+        assert answers.extract_answer(text) == (extract_answer(text)[0] or None)

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import io
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 from fsspec.core import url_to_fs  # noqa: E402
 
 from zwz_ray.eval.metrics import pct  # noqa: E402
-
-VIEWS = ("global", "regional")
-
-
-def _save(fig, fs, path: str) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    with fs.open(path, "wb") as fh:
-        fh.write(buf.getvalue())
+from zwz_ray.eval.report import plot_dimensions, save_png  # noqa: E402
 
 
 def plot_training(history: list[dict], fs, path: str) -> None:
@@ -37,26 +25,7 @@ def plot_training(history: list[dict], fs, path: str) -> None:
         ax2.plot(steps, [h.get("lr") for h in history], color="tab:orange", alpha=0.6, label="lr")
         ax2.set_ylabel("learning rate")
     ax.grid(alpha=0.3)
-    _save(fig, fs, path)
-
-
-def plot_before_after(evaluation: dict, fs, path: str) -> None:
-    """Accuracy per dimension for each evaluated model and view."""
-    models = evaluation.get("models", {})
-    dims = sorted({d for m in models.values() for d in m.get("dimensions", {})}, key=lambda d: (d != "all", d))
-    series = [(label, view) for label in models for view in VIEWS if view in models[label].get("views", {})]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(dims) * max(1, len(series)) / 2), 4))
-    width = 0.8 / max(1, len(series))
-    for k, (label, view) in enumerate(series):
-        values = [100 * (models[label]["dimensions"].get(d, {}).get(view, {}).get("accuracy") or 0) for d in dims]
-        ax.bar(np.arange(len(dims)) + k * width, values, width, label=f"{label} ({view})",
-               hatch="//" if view == "regional" else None)
-    ax.set_xticks(np.arange(len(dims)) + width * (len(series) - 1) / 2, dims, rotation=15)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Before / after distillation, by dimension and view")
-    ax.legend(fontsize=7)
-    _save(fig, fs, path)
+    save_png(fig, fs, path)
 
 
 def _synthesis_section(stats: dict) -> list[str]:
@@ -95,7 +64,7 @@ def write_report(out_dir: str, summary: dict, eval_report: str | None = None) ->
         plot_training(dist["history"], fs, f"{root}/plots/training.png")
         lines += ["![training curve](plots/training.png)", ""]
     lines += ["## Evaluation: base vs distilled student", "", *_evaluation_section(summary["evaluation"])]
-    plot_before_after(summary["evaluation"], fs, f"{root}/plots/before_after.png")
+    plot_dimensions(summary["evaluation"].get("models", {}), fs, f"{root}/plots/before_after.png")
     lines += ["![before and after](plots/before_after.png)", ""]
     if eval_report:
         lines += [f"Full evaluation report (per-dimension tables, judge rules, latency): `{eval_report}`", ""]

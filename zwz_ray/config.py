@@ -255,10 +255,10 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any, cls: type) -> None:
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node: Any = tree
-    for i, part in enumerate(parts[:-1]):
+    for part in parts[:-1]:
         if isinstance(node, list):
             node = node[_list_index(part, dotted, len(node))]
             continue
@@ -346,7 +346,7 @@ def load_config(cls: type, path: str | None = None, overrides: typing.Sequence[s
         base = to_dict(from_dict(cls, data, source=source))
         for text in overrides:
             key, value = parse_override(text)
-            _set_dotted(base, key, value, cls)
+            _set_dotted(base, key, value)
         data = base
         source = f"{source} + --set"
     return from_dict(cls, data, source=source)

@@ -7,11 +7,13 @@ output: it returns ``None`` / ``[]`` (with a reason where the signature has one)
 (consensus) and by the evaluation judge. Its choices, deliberately conservative:
 
 * case, Unicode width, punctuation, the articles a/an/the and extra whitespace are ignored;
-* number words zero..ninety-nine and "(a) dozen" become digits; "5.0" -> "5", "1,000" -> "1000";
-* only *spelling* variants of colours are merged (grey/gray, colour/color). Shades (navy vs blue,
-  charcoal vs dark gray) are left to the LLM judge, which sees the question;
+* number words become digits ("five", "twenty-one", "two hundred", "a dozen"); "5.0" -> "5",
+  "1,000" -> "1000"; a leading minus sign is kept; leading zeros are kept ("007" != "7");
+* only *spelling* variants of colours are merged (grey/gray, colour/color, golden/gold). Shades
+  (navy vs blue, charcoal vs dark gray) are left to the LLM judge, which sees the question;
 * units are stripped only when safe: a bare number followed by a generic counter word
-  ("3 people", "4 items") becomes the number. Measurement units are kept (5 cm != 5 m).
+  ("3 people", "4 items") becomes the number. Measurement units are kept (5 cm != 5 m) but their
+  spellings are unified ("3 meters" == "3m", "50%" == "50 percent", "30°" == "30 degrees").
 """
 
 from __future__ import annotations
@@ -241,7 +243,10 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm|mathbf|textit)\s*\{(.*)\}$", re.S)
 _OPEN_TAG = re.compile(r"<\s*answer\s*>", re.I)
 _CLOSE_TAG = re.compile(r"<\s*/\s*answer\s*>", re.I)
+_ANY_TAG = re.compile(r"<\s*/?\s*answer\s*>", re.I)
+_PARTIAL_TAG = re.compile(r"<\s*/?\s*(?:a|an|ans|answ|answe|answer)?\s*$", re.I)  # cut off by max_tokens
 _ANSWER_LINE = re.compile(r"^.*?\banswer\b[ \t*_]{0,6}(?:[:：]|is\b[ \t*_]{0,6}:?)(?P<a>.*)$", re.I | re.M)
+_EDGE = " \t\r\n\"`*_"
 
 
 def _brace_pairs(text: str) -> dict[int, int]:
@@ -278,11 +283,19 @@ def extract_boxed(text: Any) -> str | None:
 
 
 def _from_tags(text: str) -> str | None:
+    """Content of the last non-empty ``<answer>`` block; an unclosed last tag runs to the end."""
     opens = list(_OPEN_TAG.finditer(text))
+    for i in reversed(range(len(opens))):
+        start = opens[i].end()
+        end = opens[i + 1].start() if i + 1 < len(opens) else len(text)
+        close = _CLOSE_TAG.search(text, start, end)
+        if close is None and i + 1 < len(opens):
+            continue  # an earlier unclosed tag, superseded by the next one
+        content = text[start : close.start() if close else end]
+        if _tidy(content):
+            return content
     if opens:
-        rest = text[opens[-1].end() :]
-        close = _CLOSE_TAG.search(rest)
-        return rest[: close.start()] if close else rest  # an unclosed tag runs to the end
+        return ""
     close = _CLOSE_TAG.search(text)
     if close:  # opening tag missing (e.g. it was in the prompt): the last line before </answer>
         before = [ln for ln in text[: close.start()].splitlines() if ln.strip()]
@@ -290,18 +303,28 @@ def _from_tags(text: str) -> str | None:
     return None
 
 
+def _strip_edges(answer: str) -> str:
+    answer = " ".join(answer.replace("**", "").split()).strip(_EDGE)
+    if len(answer) >= 2 and answer[0] == answer[-1] == "'":
+        answer = answer[1:-1].strip(_EDGE)
+    return answer
+
+
 def _tidy(answer: str) -> str:
-    answer = answer.replace("**", "").strip(" \t\r\n_")
+    """Stray or truncated answer tags, bold markers, quotes and extra whitespace removed; ``\\boxed{}`` opened."""
+    answer = _strip_edges(_PARTIAL_TAG.sub("", _ANY_TAG.sub(" ", answer)))
     boxed = extract_boxed(answer)
-    return (boxed if boxed is not None else answer).strip()
+    return _strip_edges(boxed) if boxed is not None else answer
 
 
 def extract_answer(text: Any) -> tuple[str, str]:
     r"""The final answer in a free-text reply and how it was found.
 
-    Order: the last ``<answer>...</answer>`` (an unclosed tag runs to the end) -> "tag"; the last
-    ``\boxed{}`` -> "boxed"; the last "Answer: ..." / "the answer is ..." line -> "answer_line";
-    the last non-empty line -> "tail". Nothing usable -> ``("", "empty")``.
+    Order: the last non-empty ``<answer>...</answer>`` (an unclosed last tag runs to the end; a
+    truncated ``</answe`` is dropped) -> "tag"; the last ``\boxed{}`` -> "boxed"; the last
+    "Answer: ..." / "the answer is ..." line -> "answer_line"; the last non-empty line -> "tail".
+    Whitespace is collapsed and surrounding quotes / bold markers removed. Nothing usable ->
+    ``("", "empty")``. Synthesis (consensus, difficulty) and the evaluation judge both use this.
     """
     if not isinstance(text, str) or not text.strip():
         return "", "empty"
@@ -310,9 +333,10 @@ def extract_answer(text: Any) -> tuple[str, str]:
         answer = _tidy(tagged)
         return (answer, "tag") if answer else ("", "empty")
     boxed = extract_boxed(text)
+    boxed = _tidy(boxed) if boxed else ""
     if boxed:
         return boxed, "boxed"
-    lines = [m.group("a") for m in _ANSWER_LINE.finditer(text) if m.group("a").strip(" \t*_")]
+    lines = [m.group("a") for m in _ANSWER_LINE.finditer(text) if _tidy(m.group("a"))]
     if lines:
         return _tidy(lines[-1]), "answer_line"
     tail = _tidy(text.strip().splitlines()[-1])
@@ -357,15 +381,27 @@ def parse_choice(text: Any, letters: str = "ABCD", options: list[str] | None = N
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
           "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
 _TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)} | {"dozen": 12}
-_TENS_DIGITS = {str(20 + 10 * i) for i in range(len(_TENS))}
-_SPELLING = {"grey": "gray", "greyish": "grayish", "colour": "color", "colours": "colors", "coloured": "colored"}
+NUMBER_WORDS: dict[str, int] = (
+    {w: i for i, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)} | {"dozen": 12, "hundred": 100}
+)
+_SPELLING = {
+    "grey": "gray", "greyish": "grayish", "golden": "gold", "colour": "color", "colours": "colors",
+    "coloured": "colored", "okay": "ok", "degree": "degrees",
+    # unit spellings -> one symbol (the unit itself is kept: 5 cm != 5 m)
+    "metre": "m", "metres": "m", "meter": "m", "meters": "m",
+    "centimetre": "cm", "centimetres": "cm", "centimeter": "cm", "centimeters": "cm",
+    "millimetre": "mm", "millimetres": "mm", "millimeter": "mm", "millimeters": "mm",
+    "kilometre": "km", "kilometres": "km", "kilometer": "km", "kilometers": "km",
+    "gram": "g", "grams": "g", "kilogram": "kg", "kilograms": "kg",
+}
 _ARTICLES = {"a", "an", "the"}
 _COUNTERS = {"item", "items", "object", "objects", "piece", "pieces", "pcs", "unit", "units",
              "time", "times", "people", "persons", "person", "instance", "instances", "total"}
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_GLUED_UNIT = re.compile(r"(?<=\d)(?=(?:km|cm|mm|kg|m|g|meters?|metres?|ft|in|lbs?|oz|px)\b)")  # "5m" -> "5 m"
 _DECIMAL = re.compile(r"\d+\.\d+")
-_NON_WORD = re.compile(r"[^\w\s.]|_")
+_NON_WORD = re.compile(r"[^\w\s.\-]|_")
+_HYPHEN = re.compile(r"-(?!\d)|(?<=\S)-")  # a hyphen separates words, except a leading minus sign
 _LONE_DOT = re.compile(r"(?<!\d)\.|\.(?!\d)")
 
 
@@ -376,16 +412,29 @@ def _canonical_decimal(m: re.Match) -> str:
 
 
 def _number_words(tokens: list[str]) -> list[str]:
+    """Number words -> digits: "five" -> 5, "twenty one" -> 21, "two hundred five" -> 205, "a dozen" -> 12.
+
+    Only runs of number words combine; "20 one" stays two tokens.
+    """
     out: list[str] = []
+    growing = False  # out[-1] was built from number words and can still take a smaller part
     for tok in tokens:
-        value = _NUMBER_WORDS.get(tok)
+        value = NUMBER_WORDS.get(tok)
         prev = out[-1] if out else None
-        if value is not None and 0 < value < 10 and prev in _TENS_DIGITS:
-            out[-1] = str(int(prev) + value)  # twenty one -> 21
-        elif tok == "dozen" and prev in ("1", "a"):
-            out[-1] = "12"
+        if value is None:
+            out.append(tok)
+            growing = False
+            continue
+        n = int(prev) if growing and prev is not None else None
+        if tok in ("hundred", "dozen") and (prev == "a" or (n is not None and 1 <= n <= 9)):
+            out[-1] = str(value * (n or 1))  # "a dozen", "two hundred"
+        elif n is not None and n >= 100 and n % 100 == 0 and value < 100:
+            out[-1] = str(n + value)  # "one hundred twenty"
+        elif n is not None and n % 10 == 0 and n % 100 >= 20 and 0 < value < 10:
+            out[-1] = str(n + value)  # "twenty one"
         else:
-            out.append(str(value) if value is not None else tok)
+            out.append(str(value))
+        growing = tok != "dozen"
     return out
 
 
@@ -393,9 +442,11 @@ def normalize_answer(s: Any) -> str:
     """A canonical form of a short answer for exact matching (see the module docstring)."""
     if s is None:
         return ""
-    text = unicodedata.normalize("NFKC", str(s)).casefold()
-    text = _THOUSANDS.sub("", text).replace("%", " percent ")
-    text = _LONE_DOT.sub(" ", _NON_WORD.sub(" ", text))
+    text = unicodedata.normalize("NFKC", str(s)).casefold().replace("per cent", "percent")
+    text = _THOUSANDS.sub("", text).replace("%", " percent ").replace("°", " degrees ")
+    text = _GLUED_UNIT.sub(" ", text)
+    text = _HYPHEN.sub(" ", _NON_WORD.sub(" ", text))
+    text = _LONE_DOT.sub(" ", text)
     text = _DECIMAL.sub(_canonical_decimal, text)
     tokens = _number_words([_SPELLING.get(t, t) for t in text.split()])
     kept = [t for t in tokens if t not in _ARTICLES]

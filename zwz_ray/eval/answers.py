@@ -1,126 +1,48 @@
-"""Reading a model's answer: extraction, normalisation and multiple-choice options.
+"""Reading a model's answer for evaluation: numbers and multiple-choice options.
 
-Pure functions of strings, shared by the judge cascade and the loaders:
+Extraction and normalisation are shared with data synthesis and live in :mod:`zwz_ray.parsing`,
+so consensus and the judge agree on what counts as the same answer ("five" == "5"):
 
-* :func:`extract_answer` takes ``<answer>...</answer>`` (the student format), else ``\\boxed{}``,
-  else an ``Answer:`` / ``the answer is`` line, else the last non-empty line;
-* :func:`normalize_answer` folds case, punctuation, articles, whitespace, number words
-  ("five" -> "5", "5.0" -> "5") and a few unit and colour spellings;
-* :func:`parse_options` reads ``(A) red`` / ``A. red`` / ``A) red`` choices out of a question.
+* :func:`extract_answer` is :func:`zwz_ray.parsing.extract_answer` returning only the string
+  (``None`` when there is none): ``<answer>...</answer>``, else ``\\boxed{}``, else an
+  ``Answer:`` / ``the answer is`` line, else the last non-empty line;
+* :func:`normalize_answer` is :func:`zwz_ray.parsing.normalize_answer`.
+
+Evaluation-only here: numeric comparison (:func:`numbers_in`, :func:`as_number`) and
+multiple choice (:func:`parse_options`, :func:`gold_letter`, :func:`detect_mcq`).
 """
 
 from __future__ import annotations
 
 import re
 
-# --------------------------------------------------------------------------- extraction
+from zwz_ray.parsing import NUMBER_WORDS, normalize_answer
+from zwz_ray.parsing import extract_answer as _extract_answer
 
-_TAG_CLOSED = re.compile(r"<\s*answer\s*>(.*?)<\s*/\s*answer\s*>", re.IGNORECASE | re.DOTALL)
-_TAG_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
-_TAG_ANY = re.compile(r"<\s*/?\s*answer\s*>|<\s*/?\s*(?:a|an|ans|answ|answe|answer)?\s*$", re.IGNORECASE)
-_ANSWER_LINE = re.compile(r"(?:final\s+answer|answer)\s*(?::|：|\bis\b)\s*(.+)", re.IGNORECASE)
+__all__ = [
+    "LETTERS",
+    "NUMBER_WORDS",
+    "as_number",
+    "detect_mcq",
+    "extract_answer",
+    "gold_letter",
+    "normalize_answer",
+    "numbers_in",
+    "options_from_list",
+    "parse_options",
+]
+
 _WRAPPERS = " \t\r\n\"'`*_"
-
-
-def _boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (nested braces allowed)."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1 : j]
-    return text[i + 1 :]
-
-
-def _clean(text: str) -> str:
-    text = _TAG_ANY.sub(" ", text)
-    text = text.strip(_WRAPPERS)
-    return re.sub(r"\s+", " ", text).strip(_WRAPPERS)
+_NUMBER = re.compile(r"^[-+]?\d+(?:\.\d+)?$")
 
 
 def extract_answer(response: str | None) -> str | None:
     """The final answer in a model response, or None when there is none."""
-    if not response or not response.strip():
-        return None
-    closed = _TAG_CLOSED.findall(response)
-    if closed:
-        return _clean(closed[-1]) or None
-    opened = list(_TAG_OPEN.finditer(response))
-    if opened:  # an unclosed tag (the model ran out of tokens): everything after it
-        return _clean(response[opened[-1].end() :]) or None
-    boxed = _boxed(response)
-    if boxed is not None:
-        return _clean(boxed) or None
-    lines = [ln for ln in response.splitlines() if ln.strip()]
-    for line in reversed(lines):
-        m = _ANSWER_LINE.search(line)
-        if m and _clean(m.group(1)):
-            return _clean(m.group(1))
-    return _clean(lines[-1]) if lines else None
+    answer, _ = _extract_answer(response)
+    return answer or None
 
 
-# --------------------------------------------------------------------------- normalisation
-
-_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-          "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
-NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | _TENS | {"hundred": 100, "none": 0, "no": 0, "single": 1}
-_SYNONYMS = {
-    "grey": "gray", "greyish": "grayish", "golden": "gold", "colour": "color", "colours": "colors",
-    "metres": "m", "metre": "m", "meters": "m", "meter": "m", "centimetres": "cm", "centimetre": "cm",
-    "centimeters": "cm", "centimeter": "cm", "millimeters": "mm", "millimeter": "mm", "kilometers": "km",
-    "kilometer": "km", "kilometres": "km", "kilometre": "km", "kilograms": "kg", "kilogram": "kg",
-    "grams": "g", "gram": "g", "percent": "%", "per cent": "%", "degrees": "°", "degree": "°",
-    "o'clock": "oclock", "okay": "ok",
-}
-_ARTICLES = {"a", "an", "the"}
-_NUMBER = re.compile(r"^[-+]?\d+(?:\.\d+)?$")
-
-
-def _number_words(tokens: list[str]) -> list[str]:
-    """"twenty five" / "twenty-five" -> "25"; "five" -> "5" (only where a number word stands alone)."""
-    out: list[str] = []
-    for tok in tokens:
-        parts = tok.split("-")
-        if len(parts) == 2 and parts[0] in _TENS and parts[1] in NUMBER_WORDS and NUMBER_WORDS[parts[1]] < 10:
-            out.append(str(_TENS[parts[0]] + NUMBER_WORDS[parts[1]]))
-        elif tok in NUMBER_WORDS and tok not in ("no", "none", "single"):
-            if out and out[-1].isdigit() and int(out[-1]) in _TENS.values() and NUMBER_WORDS[tok] < 10:
-                out[-1] = str(int(out[-1]) + NUMBER_WORDS[tok])
-            else:
-                out.append(str(NUMBER_WORDS[tok]))
-        else:
-            out.append(tok)
-    return out
-
-
-def canonical_number(token: str) -> str:
-    """"5.0" -> "5", "05" -> "5", "1,000" -> "1000"; other tokens unchanged."""
-    plain = token.replace(",", "") if re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", token) else token
-    if not _NUMBER.match(plain):
-        return token
-    value = float(plain)
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-def normalize_answer(text: str | None) -> str:
-    """Lower case, no punctuation or articles, single spaces, digits for number words, unit and colour spellings."""
-    if not text:
-        return ""
-    s = text.lower().replace("per cent", "percent")
-    s = re.sub(r"(\d)([a-z%°])", r"\1 \2", s)  # "5m" -> "5 m"
-    s = re.sub(r"(?<!\d)[.,](?!\d)|[.,]$", " ", s)  # punctuation dots/commas, not decimal points
-    s = re.sub(r"[^\w\s.%°,'-]|_", " ", s)
-    s = re.sub(r"(?<![a-z0-9])'|'(?![a-z])", " ", s)
-    tokens = [t.strip("-") for t in s.split()]
-    tokens = [_SYNONYMS.get(t, t) for t in tokens if t]
-    tokens = _number_words(tokens)
-    tokens = [canonical_number(t) for t in tokens]
-    kept = [t for t in tokens if t not in _ARTICLES]
-    return " ".join(kept or tokens)
+# --------------------------------------------------------------------------- numbers
 
 
 def numbers_in(text: str | None) -> list[float]:

@@ -14,7 +14,8 @@ from PIL import Image  # noqa: E402
 from zwz_ray.eval.metrics import VIEWS, pct  # noqa: E402
 
 
-def _save(fig, fs, path: str) -> None:
+def save_png(fig, fs, path: str) -> None:
+    """Write a matplotlib figure as PNG through fsspec (local or remote) and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -37,7 +38,7 @@ def plot_dimensions(metrics: dict, fs, path: str) -> None:
     ax.set_ylim(0, 100)
     ax.set_title("Accuracy per dimension: global (full image) vs regional (crop)")
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, fs, path)
+    save_png(fig, fs, path)
 
 
 def plot_gap(metrics: dict, fs, path: str) -> None:
@@ -56,7 +57,7 @@ def plot_gap(metrics: dict, fs, path: str) -> None:
     ax.set_ylim(0, 105)
     ax.set_title("Zooming gap (regional - global)")
     ax.legend(fontsize=8)
-    _save(fig, fs, path)
+    save_png(fig, fs, path)
 
 
 def plot_latency(predictions: dict, fs, path: str) -> None:
@@ -74,7 +75,7 @@ def plot_latency(predictions: dict, fs, path: str) -> None:
         ax.set_xticks(range(1, len(names) + 1), names, fontsize=7)
     ax.set_ylabel("seconds per item (batch time / batch size)")
     ax.set_title("Latency per item")
-    _save(fig, fs, path)
+    save_png(fig, fs, path)
 
 
 def plot_heatmap(image: Image.Image, grid: np.ndarray, box: list[float], title: str, fs, path: str) -> None:
@@ -86,7 +87,7 @@ def plot_heatmap(image: Image.Image, grid: np.ndarray, box: list[float], title: 
     ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=2))
     ax.set_title(title, fontsize=8)
     ax.axis("off")
-    _save(fig, fs, path)
+    save_png(fig, fs, path)
 
 
 # --------------------------------------------------------------------------- markdown
