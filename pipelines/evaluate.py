@@ -19,6 +19,8 @@ from zwz_ray.eval import BenchmarkError, EvalConfig, run_eval
 from zwz_ray.eval.metrics import pct
 from zwz_ray.logs import get_logger
 
+CONFIG_CLASS = EvalConfig
+
 log = get_logger("pipelines.evaluate")
 
 

@@ -15,6 +15,8 @@ from zwz_ray.images import ImageInputError
 from zwz_ray.synth.config import SynthConfig
 from zwz_ray.synth.run import run_synthesis
 
+CONFIG_CLASS = SynthConfig
+
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from_cli(SynthConfig, argv, description=__doc__.splitlines()[0])
