@@ -53,6 +53,10 @@ def two_node_cluster():
     gcs, dash = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Ray 2.60 turns token authentication on for new clusters; every process of this test (both nodes,
+    # the probes, `ray job submit`) uses the token from ~/.ray/auth_token, generated here if missing.
+    env["RAY_AUTH_MODE"] = "token"
+    _run([RAY, "get-auth-token", "--generate"], env, 60)
     head = [RAY, "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
             "--num-cpus=3", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
             "--disable-usage-stats"]

@@ -28,6 +28,11 @@ def plot_training(history: list[dict], fs, path: str) -> None:
     save_png(fig, fs, path)
 
 
+def _nonzero(counts: dict) -> str:
+    kept = {k: v for k, v in (counts or {}).items() if v}
+    return ", ".join(f"{k} {v}" for k, v in kept.items()) or "none"
+
+
 def _synthesis_section(stats: dict) -> list[str]:
     if stats.get("streamed"):
         return ["Rows were streamed into the trainer without being written (`output.persist_rows: false`).", ""]
@@ -59,7 +64,7 @@ def write_report(out_dir: str, summary: dict, eval_report: str | None = None) ->
     lines = ["# R2I run report", ""]
     lines += ["## Data synthesis", "", *_synthesis_section(summary["synthesis"])]
     lines += ["## Distillation", "", f"- optimizer steps: {dist['steps']}; final loss: {dist['final_loss']}",
-              f"- rows skipped by the trainer: {dist['dropped'] or 'none'}", f"- exported model: `{dist['export_dir']}`", ""]
+              f"- rows skipped by the trainer: {_nonzero(dist['dropped'])}", f"- exported model: `{dist['export_dir']}`", ""]
     if dist["history"]:
         plot_training(dist["history"], fs, f"{root}/plots/training.png")
         lines += ["![training curve](plots/training.png)", ""]

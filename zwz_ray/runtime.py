@@ -12,6 +12,9 @@ from zwz_ray.logs import get_logger
 log = get_logger(__name__)
 
 # Environment that every Ray worker of a zwz-ray job gets (vLLM on CPU must not spawn a subprocess engine).
+# Set by Ray in the environment of a `ray job submit` driver.
+JOB_RUNTIME_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
 WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -24,15 +27,32 @@ def init_ray(cfg: RayConfig) -> None:
     for key in ("ZWZ_CACHE_DIR", "ZWZ_LOG_LEVEL", "HF_HOME", "HF_HUB_OFFLINE"):
         if key in os.environ:
             env_vars[key] = os.environ[key]
-    kwargs = {"log_to_driver": cfg.log_to_driver, "runtime_env": {"env_vars": env_vars}}
+    kwargs: dict = {"log_to_driver": cfg.log_to_driver}
+    if not os.environ.get(JOB_RUNTIME_ENV_VAR):
+        # Under `ray job submit` the job's runtime env (working_dir, env_vars from --runtime-env-json)
+        # already applies to every worker; passing a second one would conflict with it.
+        kwargs["runtime_env"] = {"env_vars": env_vars}
     if address:
         log.info("joining Ray cluster at %s", address)
+        cwd = os.getcwd()
         ray.init(address=address, **kwargs)
+        _reenter(cwd)
     else:
         log.info("starting a local Ray instance")
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.progress_bars
+
+
+def _reenter(cwd: str) -> None:
+    """Under `ray job submit` the driver runs inside the job's unpacked working_dir, which Ray may
+    unpack afresh when the driver connects; step back into the new copy so relative paths resolve."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        if os.path.isdir(cwd):
+            os.chdir(cwd)
+            log.info("re-entered the job's working directory %s", cwd)
 
 
 def cluster_resources() -> dict[str, float]:

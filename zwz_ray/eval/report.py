@@ -31,8 +31,9 @@ def plot_dimensions(metrics: dict, fs, path: str) -> None:
     width = 0.8 / max(1, len(series))
     for k, (label, view) in enumerate(series):
         values = [100 * (metrics[label]["dimensions"].get(d, {}).get(view, {}).get("accuracy") or 0) for d in dims]
-        ax.bar(np.arange(len(dims)) + k * width, values, width, label=f"{label} ({view})",
-               hatch="//" if view == "regional" else None, alpha=0.9)
+        bars = ax.bar(np.arange(len(dims)) + k * width, values, width, label=f"{label} ({view})",
+                      hatch="//" if view == "regional" else None, alpha=0.9)
+        ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)  # readable even when a bar is 0
     ax.set_xticks(np.arange(len(dims)) + width * (len(series) - 1) / 2, dims)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
