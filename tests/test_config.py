@@ -155,3 +155,11 @@ def test_base_includes_merge_and_report_cycles(tmp_path):
     (tmp_path / "c.yaml").write_text("consensus:\n  _base_: missing.yaml\n")
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(Job, str(tmp_path / "c.yaml"))
+
+
+def test_entry_points_resolve_relative_paths_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = config_from_cli(Job, ["--set", "paths=[imgs, s3://bucket/x]", "--set", "output.dir=out"])
+    assert cfg.paths == [str(tmp_path / "imgs"), "s3://bucket/x"]
+    assert cfg.output.dir == str(tmp_path / "out")
+    assert cfg.teachers[0].model == "tiny:qwen2_5_vl"

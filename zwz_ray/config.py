@@ -352,6 +352,34 @@ def load_config(cls: type, path: str | None = None, overrides: typing.Sequence[s
     return from_dict(cls, data, source=source)
 
 
+PATH_FIELDS = frozenset({"dir", "path", "paths", "storage_path", "seed_file"})
+
+
+def _absolute(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_absolute(v) for v in value]
+    if isinstance(value, str) and value and "://" not in value and not value.startswith("~"):
+        return os.path.abspath(value)
+    return value
+
+
+def absolutize_paths(cfg: Any) -> Any:
+    """Resolve every relative local path in a config tree against the current directory, once, at
+    start-up. A `ray job submit` driver runs in an unpacked working_dir that Ray may replace while
+    the job runs, so nothing may depend on the current directory later."""
+    if dataclasses.is_dataclass(cfg):
+        for f in dataclasses.fields(cfg):
+            value = getattr(cfg, f.name)
+            if f.name in PATH_FIELDS or f.metadata.get("uri"):
+                setattr(cfg, f.name, _absolute(value))
+            else:
+                absolutize_paths(value)
+    elif isinstance(cfg, list):
+        for item in cfg:
+            absolutize_paths(item)
+    return cfg
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="YAML config file")
     parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable), e.g. --set output.dir=/tmp/out")
@@ -367,6 +395,7 @@ def config_from_cli(cls: type, argv: typing.Sequence[str] | None = None, *, desc
         cfg = load_config(cls, args.config or default_config, args.set)
     except ConfigError as exc:
         parser.exit(2, f"config error: {exc}\n")
+    absolutize_paths(cfg)
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         parser.exit(0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 
 import ray
 
@@ -28,15 +30,15 @@ def init_ray(cfg: RayConfig) -> None:
         if key in os.environ:
             env_vars[key] = os.environ[key]
     kwargs: dict = {"log_to_driver": cfg.log_to_driver}
-    if not os.environ.get(JOB_RUNTIME_ENV_VAR):
+    if os.environ.get(JOB_RUNTIME_ENV_VAR):
         # Under `ray job submit` the job's runtime env (working_dir, env_vars from --runtime-env-json)
         # already applies to every worker; passing a second one would conflict with it.
+        _leave_working_dir()
+    else:
         kwargs["runtime_env"] = {"env_vars": env_vars}
     if address:
         log.info("joining Ray cluster at %s", address)
-        cwd = os.getcwd()
         ray.init(address=address, **kwargs)
-        _reenter(cwd)
     else:
         log.info("starting a local Ray instance")
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
@@ -44,15 +46,17 @@ def init_ray(cfg: RayConfig) -> None:
     ctx.enable_progress_bars = cfg.progress_bars
 
 
-def _reenter(cwd: str) -> None:
-    """Under `ray job submit` the driver runs inside the job's unpacked working_dir, which Ray may
-    unpack afresh when the driver connects; step back into the new copy so relative paths resolve."""
-    try:
-        os.getcwd()
-    except FileNotFoundError:
-        if os.path.isdir(cwd):
-            os.chdir(cwd)
-            log.info("re-entered the job's working directory %s", cwd)
+def _leave_working_dir() -> None:
+    """A `ray job submit` driver starts inside the job's unpacked working_dir, which the node's runtime
+    env agent may delete and unpack again while the job runs (when the job's last worker using it
+    exits); libraries that call os.getcwd() then fail. Entry points have made every config path
+    absolute by now, so the driver keeps its imports and moves to a directory that stays put."""
+    here = os.getcwd()
+    sys.path[:] = [here if p in ("", ".") else p for p in sys.path]
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    os.chdir(tempfile.gettempdir())
+    log.info("running from %s; the job's working_dir %s stays on sys.path", os.getcwd(), here)
 
 
 def cluster_resources() -> dict[str, float]:
