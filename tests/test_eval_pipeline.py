@@ -142,3 +142,16 @@ def test_laptop_config_end_to_end(ray_session, tmp_path, capsys):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"tiny:qwen2_5_vl", "tiny:qwen3_vl"} and metrics["judge"] == "tiny:text"
     assert (tmp_path / "out" / "report.md").exists()
+
+
+def test_judge_dataset_splits_many_undecided_rows(ray_session):
+    """More undecided rows than one judge batch: the dataset is one block per batch (builds lazily)."""
+    import pandas as pd
+
+    from zwz_ray.config import EngineConfig, ResourcesConfig
+    from zwz_ray.eval.stages import judge_dataset
+
+    rows = pd.DataFrame({"id": [str(i) for i in range(40)], "response": ["x"] * 40})
+    judge = EngineConfig(model="tiny:text", resources=ResourcesConfig(batch_size=16))
+    ds = judge_dataset(rows, judge, max_tokens=8)
+    assert ds is not None

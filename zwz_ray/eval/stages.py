@@ -145,8 +145,11 @@ def judge_dataset(predictions: pd.DataFrame, judge: EngineConfig, max_tokens: in
     import ray
 
     res = judge.resources
-    blocks = max(1, -(-len(predictions) // res.batch_size))
-    return ray.data.from_pandas(predictions, override_num_blocks=blocks).map_batches(
+    # One block per batch so every judge replica gets work. Split here: from_pandas' own split
+    # (numpy.array_split) hands back arrays instead of frames with pandas 3.
+    step = res.batch_size
+    parts = [predictions.iloc[i:i + step] for i in range(0, len(predictions), step)] or [predictions]
+    return ray.data.from_pandas(parts).map_batches(
         JudgeStage,
         fn_constructor_kwargs={"engine": judge, "max_tokens": max_tokens},
         batch_format="pandas",
