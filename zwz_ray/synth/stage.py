@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Any, ClassVar
 
@@ -38,7 +39,7 @@ class MissingColumnsError(KeyError):
         return str(self.args[0])
 
 
-class Stage:
+class Stage(ABC):
     """One paper step as a ``map_batches`` callable (pyarrow batches in and out)."""
 
     name: ClassVar[str] = "stage"
@@ -53,9 +54,9 @@ class Stage:
 
     # ------------------------------------------------------------------ to override
 
+    @abstractmethod
     def process(self, rows: list[dict]) -> list[list[dict]]:
         """Live rows in; for each, the rows it becomes (itself updated, its children, or itself dropped)."""
-        raise NotImplementedError
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Cumulative cost counters per model label (engines by default)."""
