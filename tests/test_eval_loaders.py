@@ -45,6 +45,19 @@ def test_zoombench_layout(tmp_path):
     assert views["bbox"][1] is None  # the box belongs to the full image only
 
 
+def test_zoombench_format_reads_the_hub_column_names(tmp_path):
+    # the hub copy names question / answer prompt / answer instead of query / response
+    table = pa.table({"id": [1, 2], "prompt": ["What colour?\n(A) red\n(B) blue", "How many?"], "answer": ["A", "3"],
+                      "image": [_png(), _png()], "crop_image": [_png((10, 10)), _png((10, 10))]})
+    pq.write_table(table, tmp_path / "zb.parquet")
+    for fmt in ("zoombench", "auto"):
+        bench = open_benchmark(BenchmarkConfig(path=str(tmp_path / "zb.parquet"), format=fmt))
+        assert (bench.columns["question"], bench.columns["answer"]) == ("prompt", "answer")
+        items = _items(str(tmp_path / "zb.parquet"), format=fmt)
+        assert items["question"].tolist()[1] == "How many?" and items["answer"].tolist() == ["A", "3"]
+        assert items["crop"][0] is not None and items["is_mcq"].tolist() == [True, False]
+
+
 def test_generic_jsonl_with_relative_paths_and_options(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(_png())

@@ -66,10 +66,27 @@ class CoverageConfig:
     """Attention coverage of the question's box (Qwen-VL models, transformers, eager attention)."""
 
     enabled: bool = False
-    layer: int | None = None  # decoder layer; negative counts from the end; None = the middle layer
-    max_items: int = bounded(32, 1)  # items with a bbox, first N
+    layer: int | None = field(default=24, metadata={"doc": (
+        "decoder layer read, counted from 1 (the reference: 24 of Qwen3-VL-4B's 36); negative counts from the end "
+        "(-1 = the last); null = the middle layer")})
+    layer_of: int | None = bounded(36, 1, doc=(
+        "the depth `layer` is counted against: a model with L decoder layers reads layer round(layer * L / layer_of), "
+        "the same relative depth (24 of 36 is 24 of 36 and 19 of 28); null = `layer` counts each model's own layers"))
+    prompt: Literal["raw", "student"] = field(default="raw", metadata={"doc": (
+        "raw: the question as it is (the reference); student: with the student prompt's answer-format line")})
+    max_pixels: int | None = bounded(2048 * 1024, 1, doc=(
+        "largest image the model sees, in pixels (the reference: 2048x1024); null = the model's own max_pixels"))
+    cells: Literal["whole", "fraction"] = field(default="whole", metadata={"doc": (
+        "whole: every grid cell the box overlaps counts fully (the reference); fraction: by the share of the cell it covers")})
+    max_items: int | Literal["all"] = bounded("all", 1, doc="items with a bbox to measure, the first N; all = every one (the reference)")
     heatmaps: int = bounded(4, 0)  # heatmap PNGs per model
     models: list[str] = field(default_factory=list)  # labels to measure; empty = every Qwen-VL model
+
+    def validate(self, where: str) -> None:
+        if self.layer == 0:
+            raise ConfigError(f"{where}.layer counts from 1 (or from -1 at the end); 0 is not a layer")
+        if self.layer is not None and self.layer_of is not None and not -self.layer_of <= self.layer <= self.layer_of:
+            raise ConfigError(f"{where}.layer {self.layer} is outside the {self.layer_of} layers of layer_of")
 
 
 @dataclass

@@ -26,6 +26,8 @@ from zwz_ray.eval.items import OPTION_LETTER_COLUMNS, normalize_items
 REQUIRED = ("question", "answer", "image")
 ZOOMBENCH_COLUMNS = {"id": "id", "question": "query", "answer": "response", "image": "image", "crop": "crop_image",
                      "bbox": "bbox", "category": "question_type", "options": "options"}
+# The hub copy of ZoomBench may name the question and answer columns prompt / answer.
+ZOOMBENCH_ALTERNATIVES = {"question": ("query", "prompt"), "answer": ("response", "answer")}
 GENERIC_CANDIDATES = {
     "id": ("id", "question_id", "qid", "index", "idx"),
     "question": ("question", "query", "prompt", "problem", "text"),
@@ -188,6 +190,8 @@ def map_columns(names: list[str], fmt: str, overrides: dict[str, str], where: st
     present = set(names)
     if fmt == "zoombench":
         mapping = {f: c for f, c in ZOOMBENCH_COLUMNS.items() if c in present}
+        for f, names in ZOOMBENCH_ALTERNATIVES.items():
+            mapping.setdefault(f, next((c for c in names if c in present), ZOOMBENCH_COLUMNS[f]))
         for f in ("id", "question", "answer", "image"):
             mapping.setdefault(f, ZOOMBENCH_COLUMNS[f])
     else:
