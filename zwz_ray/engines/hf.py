@@ -92,8 +92,8 @@ class RowSampler:
         self.penalties = penalties
         self._started = False
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        scores = scores.float()
+    def __call__(self, input_ids: torch.Tensor, model_scores: torch.Tensor) -> torch.Tensor:
+        scores = model_scores.float()
         if self.penalties is not None:
             scores = self.penalties(input_ids, scores)
         if self.constraint is not None:
@@ -102,7 +102,7 @@ class RowSampler:
             scores = self.constraint.apply(scores)
         self._started = True
         tokens = self._sample(scores)
-        out = torch.full_like(scores, float("-inf"))
+        out = torch.full_like(model_scores, float("-inf"))
         out.scatter_(1, tokens[:, None], 0.0)
         return out
 
