@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 
@@ -117,6 +119,52 @@ def test_concurrent_builds_share_one_directory(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ tiny builds
+
+# sha256 (first 16 hex digits) over every saved file of a tiny build: weights, tokenizer, configs,
+# chat template. The laptop configs' relaxed thresholds are tuned to exactly these models, so a builder
+# change that alters one byte must bump BUILDER_VERSION, retune configs/*/laptop.yaml and re-record
+# these values with:
+#   python -c "from tests.test_models import record_tiny_digests; record_tiny_digests()"
+TINY_DIGESTS = {
+    "tiny:qwen2_5_vl@0": "17942faaad1025ed",
+    "tiny:qwen3_vl@0": "f28611e52002903b",
+    "tiny:text@0": "2e8baebd5d251e6b",
+    "tiny:idefics3@0": "1a79ef109999ce8a",
+    "tiny:sam3@0": "751f2a6456f1a34a",
+    "tiny:sam3@5": "5c6cae3003004a1f",
+}
+
+
+def _build_digest(path: str) -> tuple[str, dict[str, str]]:
+    """One digest of a saved build plus one per file; JSON files drop the transformers version that wrote them."""
+    files = {}
+    for name in sorted(os.listdir(path)):
+        with open(os.path.join(path, name), "rb") as handle:
+            data = handle.read()
+        if name.endswith(".json"):
+            content = json.loads(data)
+            if isinstance(content, dict):
+                content.pop("transformers_version", None)
+            data = json.dumps(content, sort_keys=True).encode()
+        files[name] = hashlib.sha256(data).hexdigest()
+    total = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    return total, files
+
+
+def record_tiny_digests(cache_dir: str | None = None) -> None:
+    """Print TINY_DIGESTS as built by the current builders (into a fresh temporary cache by default)."""
+    import tempfile
+
+    cache_dir = cache_dir or tempfile.mkdtemp(prefix="zwz_tiny_digests_")
+    for ref in TINY_DIGESTS:
+        print(f'    "{ref}": "{_build_digest(models.resolve_model(ref, cache_dir=cache_dir))[0]}",')
+
+
+@pytest.mark.parametrize("ref", sorted(TINY_DIGESTS))
+def test_tiny_builds_are_bit_identical_to_the_recorded_ones(ref, cache):
+    total, files = _build_digest(models.resolve_model(ref, cache_dir=cache))
+    assert total == TINY_DIGESTS[ref], f"{ref} changed; per-file sha256: {files}"
+
 
 
 @pytest.mark.parametrize("family", QWEN_FAMILIES)
