@@ -44,6 +44,55 @@ def _chat(processor, text: str = "What colour is the cup?") -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+# ------------------------------------------------------------------------------------ package layout
+
+# zwz_ray/models/ in import order: each module may import only modules listed before it.
+MODULE_ORDER = ["processors", "tiny_tokenizers", "tiny", "references", "loaders", "__init__"]
+
+
+def _package_imports(name: str) -> set[str]:
+    """zwz_ray.models submodules that ``name`` imports anywhere (top level or inside functions)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(models.__file__).parent / f"{name}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        found |= {m.split(".")[2] for m in modules if m.startswith("zwz_ray.models.") and m.count(".") == 2}
+    return found
+
+
+def test_package_imports_form_the_documented_dag():
+    from pathlib import Path
+
+    on_disk = {p.stem for p in Path(models.__file__).parent.glob("*.py")}
+    assert on_disk == set(MODULE_ORDER)
+    for index, name in enumerate(MODULE_ORDER):
+        later = _package_imports(name) - set(MODULE_ORDER[:index])
+        assert not later, f"zwz_ray.models.{name} imports {sorted(later)}, which come after it in {MODULE_ORDER}"
+
+
+def test_importing_models_loads_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = "import sys, zwz_ray.models; print(sorted(m for m in ('torch', 'transformers', 'fsspec') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_tiny_family_has_a_builder():
+    from zwz_ray.models import tiny
+
+    assert set(tiny.BUILDERS) == set(models.TINY_FAMILIES) == {"qwen2_5_vl", "qwen3_vl", "text", "idefics3", "sam3"}
+
+
 # ------------------------------------------------------------------------------------ references
 
 

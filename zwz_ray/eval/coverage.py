@@ -18,8 +18,6 @@ import torch
 from zwz_ray.engines.base import as_pil
 from zwz_ray.prompts import student_prompt
 
-QWEN_VL_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
-
 
 @dataclass
 class AttentionMap:
