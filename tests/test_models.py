@@ -111,9 +111,13 @@ def test_tiny_references_parse():
         models.parse_tiny("tiny:text@x")
 
 
-def test_hub_ids_pass_through_and_local_dirs_stay(tmp_path):
+def test_hub_ids_pass_through_and_local_dirs_stay(tmp_path, monkeypatch):
     assert models.resolve_model("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert models.resolve_model(str(tmp_path)) == str(tmp_path)
+    assert models.resolve_model(f"file://{tmp_path}") == str(tmp_path)  # file:// is local (zwz_ray.uris)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ckpt").mkdir()
+    assert models.resolve_model("~/ckpt") == str(tmp_path / "ckpt")
 
 
 def test_unreachable_hub_id_has_a_clear_message(monkeypatch):
