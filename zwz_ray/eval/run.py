@@ -20,6 +20,7 @@ from zwz_ray.eval.loaders import Benchmark, open_benchmark
 from zwz_ray.eval.metrics import compute_metrics
 from zwz_ray.eval.stages import answer_dataset, judge_dataset
 from zwz_ray.eval.store import PREDICTION_COLUMNS, PredictionStore, answer_fingerprint, merge_predictions
+from zwz_ray.eval.writers import make_benchmark_fixture
 from zwz_ray.logs import get_logger
 from zwz_ray.runtime import init_ray, require_gpus
 
@@ -58,8 +59,6 @@ def ensure_benchmark(cfg: EvalConfig) -> None:
         return
     fs, inner = uris.filesystem(b.path)
     if not fs.exists(inner):
-        from zwz_ray.eval.writers import make_benchmark_fixture
-
         log.info("benchmark %s does not exist: generating %d offline demo items", b.path, b.fixture_items)
         make_benchmark_fixture(b.path, b.fixture_items, b.fixture_seed)
 
@@ -110,20 +109,20 @@ def _current(df: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
 
 
 def _report(cfg: EvalConfig, bench: Benchmark, preds: dict, metrics: dict, coverage: dict, fs, root: str) -> str:
-    from zwz_ray.eval import report
+    from zwz_ray.eval.report import plot_dimensions, plot_gap, plot_latency, render_markdown
 
     fs.makedirs(f"{root}/plots", exist_ok=True)
     plots = {"per-dimension accuracy": "plots/per_dimension.png", "zooming gap": "plots/zooming_gap.png",
              "latency per item": "plots/latency.png"}
-    report.plot_dimensions(metrics, fs, f"{root}/{plots['per-dimension accuracy']}")
-    report.plot_gap(metrics, fs, f"{root}/{plots['zooming gap']}")
-    report.plot_latency(preds, fs, f"{root}/{plots['latency per item']}")
+    plot_dimensions(metrics, fs, f"{root}/{plots['per-dimension accuracy']}")
+    plot_gap(metrics, fs, f"{root}/{plots['zooming gap']}")
+    plot_latency(preds, fs, f"{root}/{plots['latency per item']}")
     for label, info in coverage.items():
         for k, path in enumerate(info.get("heatmaps", [])):
             plots[f"attention {label} #{k}"] = path
     judge = cfg.judge.label if cfg.judge else None
     path = uris.join(cfg.output.dir, "report.md")
-    uris.atomic_write(path, report.render_markdown(bench.name, metrics, coverage, plots, judge))
+    uris.atomic_write(path, render_markdown(bench.name, metrics, coverage, plots, judge))
     return path
 
 
