@@ -2,8 +2,8 @@
 and the assembly of a saved processor from its parts.
 
 Without torchvision, transformers can create neither video processors (which the Qwen-VL processors
-require) nor the SAM3 image processor. This module is the leaf of ``zwz_ray.models``: it imports no
-other module of the package.
+require) nor the SAM3 image processor. A leaf of ``zwz_ray.models``: it imports no other module of
+the package.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ light (the package's reference parsing needs only ``TINY_FAMILIES`` from here).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,8 @@ def _build_qwen_vl(spec: QwenVLSpec, out: Path, seed: int) -> None:
     from zwz_ray.models.processors import inert_video_processor
 
     tokenizer = qwen_tokenizer()
+    # Copies: transformers may normalise config dicts in place, and a spec must serve every build alike.
+    spec = copy.deepcopy(spec)
     text = {**_text_dims(tokenizer), **spec.text}
     vision = dict(
         depth=2,
@@ -135,7 +138,7 @@ def _build_qwen_vl(spec: QwenVLSpec, out: Path, seed: int) -> None:
     patches = dict(patch_size=spec.patch_size, merge_size=2, temporal_patch_size=2)
     size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     image_processor = Qwen2VLImageProcessorPil(size=size, **patches, **spec.image)
-    video_processor = inert_video_processor(dict(**patches, size=size))
+    video_processor = inert_video_processor(dict(**patches, size=dict(size)))
     processor = getattr(transformers, spec.processor_class)(
         image_processor=image_processor,
         tokenizer=tokenizer,
