@@ -118,6 +118,8 @@ def test_hub_ids_pass_through_and_local_dirs_stay(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "ckpt").mkdir()
     assert models.resolve_model("~/ckpt") == str(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="ZWZ_CACHE_DIR"):
+        models.resolve_model("tiny:text", cache_dir="s3://bucket/cache")
 
 
 def test_unreachable_hub_id_has_a_clear_message(monkeypatch):

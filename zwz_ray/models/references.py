@@ -50,6 +50,8 @@ def parse_tiny(ref: str) -> tuple[str, int]:
 def cache_root(cache_dir: str | None = None) -> Path:
     """Where built or downloaded models live: the argument, $ZWZ_CACHE_DIR, or ~/.cache/zwz_ray/models."""
     root = cache_dir or os.environ.get("ZWZ_CACHE_DIR") or os.path.join("~", ".cache", "zwz_ray", "models")
+    if uris.is_remote(root):  # models are loaded from local files; remote checkpoints are copied into this cache
+        raise ValueError(f"the model cache must be a local directory, not {root!r} (cache_dir or $ZWZ_CACHE_DIR)")
     return Path(uris.local_path(root))
 
 
