@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field, replace
 
 import ray
-from fsspec.core import url_to_fs
 
+from zwz_ray import uris
 from zwz_ray.config import ConfigError, EngineConfig, RayConfig, to_dict, uri
 from zwz_ray.eval.config import EvalConfig
 from zwz_ray.logs import get_logger
@@ -63,19 +63,15 @@ class R2IResult:
     summary: dict
 
 
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
 def job_configs(cfg: R2IConfig) -> tuple[SynthConfig, DistillConfig]:
     """The synthesis and distillation configs as the chain runs them."""
     out = cfg.output.dir
-    synth = replace(cfg.synth, output=replace(cfg.synth.output, dir=_join(out, "synth")), ray=cfg.ray)
+    synth = replace(cfg.synth, output=replace(cfg.synth.output, dir=uris.join(out, "synth")), ray=cfg.ray)
     distill = replace(
         cfg.distill,
-        data=replace(cfg.distill.data, path=_join(out, "synth", "kept")),
-        output=replace(cfg.distill.output, dir=_join(out, "distill")),
-        checkpoint=replace(cfg.distill.checkpoint, storage_path=_join(out, "distill", "runs")),
+        data=replace(cfg.distill.data, path=uris.join(out, "synth", "kept")),
+        output=replace(cfg.distill.output, dir=uris.join(out, "distill")),
+        checkpoint=replace(cfg.distill.checkpoint, storage_path=uris.join(out, "distill", "runs")),
         ray=cfg.ray,
     )
     return synth, distill
@@ -87,7 +83,7 @@ def eval_config(cfg: R2IConfig, export_dir: str) -> EvalConfig:
     models = [replace(template, model=export_dir, name=DISTILLED_LABEL)]
     if cfg.evaluate_base:
         models.insert(0, replace(template, model=cfg.distill.student, name=BASE_LABEL))
-    output = replace(cfg.evaluate.output, dir=_join(cfg.output.dir, "eval"))
+    output = replace(cfg.evaluate.output, dir=uris.join(cfg.output.dir, "eval"))
     return replace(cfg.evaluate, models=models, output=output, ray=cfg.ray)
 
 
@@ -99,8 +95,8 @@ def synthesize(cfg: R2IConfig, synth_cfg: SynthConfig) -> tuple[ray.data.Dataset
         result = run_synthesis(synth_cfg)
         log.info("synthesis: %s", result.summary().splitlines()[0])
         if result.kept_rows == 0:
-            raise RuntimeError(f"synthesis kept no rows; see {_join(result.output_dir, 'stats.json')} for the drop reasons")
-        return ray.data.read_parquet(_join(result.output_dir, "kept")), result.stats
+            raise RuntimeError(f"synthesis kept no rows; see {uris.join(result.output_dir, 'stats.json')} for the drop reasons")
+        return ray.data.read_parquet(uris.join(result.output_dir, "kept")), result.stats
     from zwz_ray.synth import build_synthesis
 
     ds = build_synthesis(synth_cfg).dataset()
@@ -140,9 +136,6 @@ def run_r2i(cfg: R2IConfig) -> R2IResult:
         "timings": timings,
         "ray": {"nodes": sum(1 for n in ray.nodes() if n.get("Alive")), "resources": dict(ray.cluster_resources())},
     }
-    fs, root = url_to_fs(cfg.output.dir)
-    fs.makedirs(root, exist_ok=True)
-    with fs.open(_join(root, "r2i_summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2, default=str)
+    uris.atomic_write(uris.join(cfg.output.dir, "r2i_summary.json"), json.dumps(summary, indent=2, default=str))
     report = write_report(cfg.output.dir, summary, eval_report=evaluated.report_path)
     return R2IResult(output_dir=cfg.output.dir, report_path=report, summary=summary)
