@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- helpers for fields
-# Every field carries its one-line meaning in ``doc`` (printed by ``--print-config --explain``). Path
+# Every field carries its one-line meaning in ``doc`` (printed by ``--explain``). Path
 # fields are marked ``uri`` and model fields ``model``: :func:`resolve_paths` resolves by these marks only.
 
 
@@ -102,7 +102,7 @@ class EngineConfig:
     model: str = model_ref("tiny:qwen2_5_vl", doc="model reference: HF id, local directory, URI or tiny:<family>[@seed]")
     name: str = setting("", doc="label used in stats, provenance and reports; empty: the model reference")
     device: str = setting("auto", doc="hf backend: auto | cpu | cuda | cuda:N")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting("auto", doc="weights dtype; auto: bfloat16 on GPU, float32 on CPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting("auto", doc="weights; auto: bfloat16 on a bf16 GPU, else float32")
     min_pixels: int | None = setting(None, doc="image processor's pixel floor; null: the processor's default")
     max_pixels: int | None = setting(None, doc="image processor's pixel ceiling; null: the processor's default")
     max_batch_requests: int = bounded(8, 1, doc="hf backend: requests per generate() call")
@@ -115,7 +115,7 @@ class EngineConfig:
     api_key_env: str = setting("OPENAI_API_KEY", doc="openai backend: name of the environment variable holding the key (never stored)")
     served_model: str | None = setting(None, doc="openai backend: model name sent to the endpoint; null: `model`")
     max_concurrency: int = bounded(16, 1, doc="openai backend: requests in flight per replica")
-    timeout_s: float = bounded(120.0, 1.0, doc="openai backend: seconds per request before a retry")
+    timeout_s: float = bounded(120.0, 1.0, doc="openai backend: per-request timeout in seconds")
     max_retries: int = bounded(5, 0, doc="openai backend: retries of a failed request (with backoff)")
     structured_output: Literal["auto", "off"] = setting("auto", doc="auto: grammar-constrained JSON where the backend can; off: free text")
     seed: int = setting(0, doc="sampling seed")
