@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from zwz_ray import uris
 from zwz_ray.config import ConfigError, EngineConfig, RayConfig, bounded, listed, section, setting, uri
 
 # Fields a benchmark row is read into; ``columns`` in the config maps them to the file's column names.
@@ -33,7 +34,7 @@ class BenchmarkConfig:
             raise ConfigError(f"{where}.columns: unknown field(s) {unknown}; fields are {list(FIELDS)}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"{where}.limit must be >= 1 or null, got {self.limit}")
-        if self.generate_if_missing and "://" in self.path and not self.path.startswith(("file://", "memory://")):
+        if self.generate_if_missing and uris.is_remote(self.path) and uris.scheme(self.path) != "memory":
             raise ConfigError(f"{where}.generate_if_missing only works with a local path, not {self.path!r}")
 
 
