@@ -9,6 +9,7 @@ under ``if TYPE_CHECKING:`` are left out (they never run).
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def imports_of(name: str) -> Iterator[tuple[str, int]]:
                 yield (sub if sub in MODULES else base), node.lineno
 
 
+@functools.cache
 def import_graph() -> dict[str, dict[str, int]]:
     graph: dict[str, dict[str, int]] = {}
     for name in MODULES:
@@ -135,6 +137,7 @@ def describe(graph: dict[str, dict[str, int]], cycle: list[str]) -> str:
     return " -> ".join([*steps, cycle[-1]])
 
 
+@functools.cache
 def cycles() -> list[tuple[list[str], str]]:
     graph = import_graph()
     return [(group, describe(graph, one_cycle(graph, group))) for group in strongly_connected(graph)]
