@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import ray
 
 from zwz_ray import uris
-from zwz_ray.config import ConfigError, EngineConfig, RayConfig, to_dict, uri
+from zwz_ray.config import ConfigError, EngineConfig, RayConfig, section, setting, to_dict, uri
 from zwz_ray.eval.config import EvalConfig
 from zwz_ray.logs import get_logger
 from zwz_ray.runtime import init_ray
@@ -31,8 +31,10 @@ DISTILLED_LABEL = "distilled"
 
 @dataclass
 class ChainOutputConfig:
-    dir: str = uri("outputs/r2i")  # local path or fsspec URI; each job writes a sub-folder
-    persist_rows: bool = True  # also write the synthesis rows (resumable); false: stream them only
+    """Where the chain writes."""
+
+    dir: str = uri("outputs/r2i", doc="local path or fsspec URI; each job writes a sub-folder (synth/, distill/, eval/)")
+    persist_rows: bool = setting(True, doc="also write the synthesis rows (resumable); false: stream them into the trainer only")
 
 
 @dataclass
@@ -44,12 +46,12 @@ class R2IConfig:
     what those sections say for them is replaced.
     """
 
-    output: ChainOutputConfig = field(default_factory=ChainOutputConfig)
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    evaluate: EvalConfig = field(default_factory=EvalConfig)
-    evaluate_base: bool = True  # also evaluate the student before distillation
-    ray: RayConfig = field(default_factory=RayConfig)
+    output: ChainOutputConfig = section(ChainOutputConfig, doc="where the chain writes")
+    synth: SynthConfig = section(SynthConfig, doc="the synthesis job (its output.dir is set by the chain)")
+    distill: DistillConfig = section(DistillConfig, doc="the distillation job (its data and output folders are set by the chain)")
+    evaluate: EvalConfig = section(EvalConfig, doc="the evaluation job; models[0] is the engine template for both students")
+    evaluate_base: bool = setting(True, doc="also evaluate the student before distillation")
+    ray: RayConfig = section(RayConfig, doc="the Ray runtime of every job")
 
     def validate(self, where: str) -> None:
         if not self.evaluate.models:
