@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 
 from zwz_ray import prompts
-from zwz_ray.synth import schemas
+from zwz_ray.synth import stages as schemas
 
 GOLDEN = Path(__file__).parent / "golden" / "prompts"
 EXAMPLES = [
@@ -140,7 +140,7 @@ ALL_SCHEMAS = {
     "questions_1": schemas.questions_schema(1),
     "validation": schemas.VALIDATION_SCHEMA,
     "answer": schemas.ANSWER_SCHEMA,
-    "equivalence": schemas.EQUIVALENCE_SCHEMA,
+    "equivalence": schemas.SYNTH_EQUIVALENCE_SCHEMA,
     "distractor": schemas.DISTRACTOR_SCHEMA,
     "distractor_4": schemas.distractor_schema(4),
     "vlm_box": schemas.VLM_BOX_SCHEMA,

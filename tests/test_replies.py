@@ -1,54 +1,20 @@
-"""Parsing real-world model output: fences, prose, broken tags, numbering styles, garbage."""
+"""Reading real-world model replies: broken tags, boxes, letters, options, numbering styles, garbage."""
 
 from __future__ import annotations
 
 import pytest
-
-from zwz_ray.parsing import (
-    clean_object_names,
+from zwz_ray.replies import (
+    EXTRACTION_POLICIES,
     extract_answer,
     extract_boxed,
+    locate_answer,
     normalize_answer,
-    parse_box,
-    parse_choice,
-    parse_json_output,
-    parse_numbered_list,
-    parse_verdict,
+    read_letter,
 )
+from zwz_ray.synth.stages.s02_proposal import clean_object_names
+from zwz_ray.synth.stages.s03_grounding import parse_box
 
 GARBAGE = [None, "", "   \n ", 42, ["a"], {"x"}, b"bytes"]
-
-# --------------------------------------------------------------------------- JSON
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ('{"objects": ["cup"]}', {"objects": ["cup"]}),
-        ('```json\n{"objects": ["cup", "lamp"]}\n```', {"objects": ["cup", "lamp"]}),
-        ('```\n{"a": 1}\n```', {"a": 1}),
-        ('Sure! Here is the JSON:\n{"valid": "Yes", "reason": "ok"}\nHope this helps.', {"valid": "Yes", "reason": "ok"}),
-        ('The set {1, 2} is not JSON, but {"a": {"b": [1, {"c": 2}]}} is.', {"a": {"b": [1, {"c": 2}]}}),
-        ('{"reason": "a } brace in a string", "valid": "No"}', {"reason": "a } brace in a string", "valid": "No"}),
-        ('{"objects": ["cup", "lamp",],}', {"objects": ["cup", "lamp"]}),
-        ("{'answer': 'B'}", {"answer": "B"}),
-        ('first {"a": 1} then {"b": 2}', {"a": 1}),
-        ('```json\n{"a": 1}\n``` and later {"b": 2}', {"a": 1}),
-        ('{"text": "line\nbreak"}', {"text": "line\nbreak"}),
-        ('["just", "a", "list"]', None),
-        ('{"unterminated": "yes', None),
-        ("no json here", None),
-        ("{{{{", None),
-    ],
-)
-def test_parse_json_output(text, expected):
-    assert parse_json_output(text) == expected
-
-
-@pytest.mark.parametrize("bad", GARBAGE)
-def test_parse_json_output_garbage(bad):
-    assert parse_json_output(bad) is None
-
 
 # --------------------------------------------------------------------------- object names
 
@@ -98,60 +64,6 @@ def test_clean_object_names_bounds_and_odd_input():
     assert clean_object_names("single name") == ["single name"]
     for bad in (None, 5, {"a": 1}):
         assert clean_object_names(bad) == []
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("1. red cup\n2. wall clock\n3. kite", ["red cup", "wall clock", "kite"]),
-        ("Here are the objects:\n1) red cup\n2) wall clock\nThat's all.", ["red cup", "wall clock"]),
-        ("- red cup\n- wall clock", ["red cup", "wall clock"]),
-        ("1. **red cup** - on the table\n2. lamp", ["**red cup** - on the table", "lamp"]),
-        ('```json\n{"objects": ["red cup", "lamp"]}\n```', ["red cup", "lamp"]),
-        ('["red cup", "lamp"]', ["red cup", "lamp"]),
-        ("red cup, wall clock, kite", ["red cup", "wall clock", "kite"]),
-        ("Objects:\nred cup\nwall clock", ["red cup", "wall clock"]),
-        ("", []),
-        (None, []),
-    ],
-)
-def test_parse_numbered_list(text, expected):
-    assert parse_numbered_list(text) == expected
-
-
-def test_numbered_list_then_clean():
-    text = "1. **Red cup** - on the table\n2. lamp\n3. Lamp\n4. x"
-    assert clean_object_names(parse_numbered_list(text)) == ["Red cup", "lamp"]
-
-
-# --------------------------------------------------------------------------- verdicts
-
-
-@pytest.mark.parametrize(
-    "text, valid, reason_part",
-    [
-        ('{"reason": "The sign is fully visible.", "valid": "Yes"}', True, "fully visible"),
-        ('```json\n{"reason": "Two cups match.", "valid": "No"}\n```', False, "Two cups"),
-        ("VALID: Yes\nREASON: the text is readable in both views", True, "readable in both"),
-        ("REASON: the count differs outside the crop.\nVALID: No", False, "count differs"),
-        ("**VALID:** **No**\n**REASON:** ambiguous target", False, "ambiguous target"),
-        ("After checking all four conditions... Verdict: invalid", False, "four conditions"),
-        ("valid = true", True, ""),
-        ("Yes. Everything is consistent.", True, "consistent"),
-        ("No, the target is ambiguous.", False, "ambiguous"),
-        ("I first thought VALID: Yes, but on reflection VALID: No", False, ""),
-    ],
-)
-def test_parse_verdict(text, valid, reason_part):
-    verdict, reason = parse_verdict(text)
-    assert verdict is valid
-    assert reason_part in reason
-
-
-@pytest.mark.parametrize("text", [*GARBAGE, "I am not sure about this one.", '{"reason": "hmm"}'])
-def test_parse_verdict_without_verdict(text):
-    verdict, reason = parse_verdict(text)
-    assert verdict is None and reason
 
 
 # --------------------------------------------------------------------------- boxed and answers
@@ -207,8 +119,9 @@ def test_extract_boxed(text, expected):
         (None, "", "empty"),
     ],
 )
-def test_extract_answer(text, answer, how):
-    assert extract_answer(text) == (answer, how)
+def test_locate_answer(text, answer, how):
+    assert locate_answer(text) == (answer, how)
+    assert extract_answer(text) == (answer or None)
 
 
 @pytest.mark.parametrize(
@@ -232,15 +145,15 @@ def test_extract_answer(text, answer, how):
         (None, None),
     ],
 )
-def test_parse_choice(text, expected):
-    assert parse_choice(text) == expected
+def test_read_letter(text, expected):
+    assert read_letter(text) == expected
 
 
-def test_parse_choice_by_option_text():
+def test_read_letter_by_option_text():
     options = ["red", "blue", "white", "black"]
-    assert parse_choice("<answer>Blue.</answer>", options=options) == "B"
-    assert parse_choice("<answer>green</answer>", options=options) is None
-    assert parse_choice("<answer>E</answer>", letters="ABCDE") == "E"
+    assert read_letter("<answer>Blue.</answer>", options=options) == "B"
+    assert read_letter("<answer>green</answer>", options=options) is None
+    assert read_letter("<answer>E</answer>", letters="ABCDE") == "E"
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -378,15 +291,18 @@ DEGENERATE = {
 def test_degenerate_replies_neither_raise_nor_hang(name):
     """A random or looping model can emit thousands of braces or blanks; parsing stays linear-ish."""
     text = DEGENERATE[name]
-    for parse in (parse_json_output, parse_verdict, extract_answer, parse_choice, parse_box,
-                  parse_numbered_list, normalize_answer, extract_boxed):
+    for parse in (locate_answer, read_letter, parse_box, clean_object_names, normalize_answer, extract_boxed):
         parse(text)
+    for policy in EXTRACTION_POLICIES:
+        extract_answer(text, policy)
 
 
 def test_evaluation_uses_the_same_extraction_and_normalisation():
     """Synthesis consensus and the evaluation judge must agree on what an answer is and when two match."""
-    from zwz_ray.eval import answers
+    from zwz_ray import eval as evaluation
+    from zwz_ray.synth.stages import s08_consensus
 
-    assert answers.normalize_answer is normalize_answer
+    assert evaluation.normalize_answer is normalize_answer is s08_consensus.normalize_answer
+    assert evaluation.extract_answer is extract_answer
     for text in ["<answer> five </answer>", "So \\boxed{7}.", "Final answer: **grey**", "", None, "<answer></answer>"]:
-        assert answers.extract_answer(text) == (extract_answer(text)[0] or None)
+        assert extract_answer(text) == (locate_answer(text)[0] or None)
