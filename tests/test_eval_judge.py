@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from zwz_ray.judge import LLMJudge, parse_equivalence
 from zwz_ray.replies import detect_mcq, extract_answer, judge_answer, normalize_answer, parse_options
 

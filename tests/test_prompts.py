@@ -201,7 +201,7 @@ def _valid(schema, value):
         (schemas.VALIDATION_SCHEMA, {"reason": "ok", "valid": "No"}, {"valid": "No"}),
         (schemas.ANSWER_SCHEMA, {"reasoning": "I count five.", "answer": "5"}, {"reasoning": "", "answer": ""}),
         (schemas.ANSWER_SCHEMA, {"reasoning": "", "answer": "red"}, {"reasoning": "", "answer": "x" * 41}),
-        (schemas.EQUIVALENCE_SCHEMA, {"same": "No"}, {"same": True}),
+        (schemas.SYNTH_EQUIVALENCE_SCHEMA, {"same": "No"}, {"same": True}),
         (schemas.DISTRACTOR_SCHEMA, {"options": ["red", "green", "white"]}, {"options": ["red", "green"]}),
         (schemas.DISTRACTOR_SCHEMA, {"options": ["red", "green", "white"]}, {"options": ["red", "", "white"]}),
         (schemas.VLM_BOX_SCHEMA, {"box": [10, 20, 300, 400]}, {"box": [10, 20, 300]}),
@@ -210,7 +210,7 @@ def _valid(schema, value):
         (schemas.VLM_BOX_SCHEMA, {"box": [1, 2, 3, 4]}, {"box": [1.5, 2, 3, 4]}),
         (schemas.DIFFICULTY_SCHEMA, {"answer": "D"}, {"answer": "E"}),
         (schemas.difficulty_schema("AB"), {"answer": "B"}, {"answer": "C"}),
-        (schemas.EQUIVALENCE_SCHEMA, {"same": "Yes"}, {"same": "Yes", "extra": 1}),
+        (schemas.SYNTH_EQUIVALENCE_SCHEMA, {"same": "Yes"}, {"same": "Yes", "extra": 1}),
     ],
 )
 def test_schema_examples(schema, good, bad):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from zwz_ray.replies import (
     EXTRACTION_POLICIES,
     extract_answer,
@@ -306,3 +307,107 @@ def test_evaluation_uses_the_same_extraction_and_normalisation():
     assert evaluation.extract_answer is extract_answer
     for text in ["<answer> five </answer>", "So \\boxed{7}.", "Final answer: **grey**", "", None, "<answer></answer>"]:
         assert extract_answer(text) == (locate_answer(text)[0] or None)
+
+
+# --------------------------------------------------------------------------- extraction policies
+
+
+@pytest.mark.parametrize(
+    "policy, text, expected",
+    [
+        # default: the last tag, else \boxed{}, else the last "Answer:" line, else the last line
+        ("default", "<answer>pear</answer> wait <answer>apple</answer>", "apple"),
+        ("default", "Answer: 3\nAnswer: 4", "4"),
+        ("default", "", None),
+        # eval (reference protocol): the first closed tag, else from the first "Answer:" on, else the last 3 lines
+        ("eval", "<answer>pear</answer> wait <answer>apple</answer>", "pear"),
+        ("eval", "<ANSWER> red car </ANSWER>", "red car"),
+        ("eval", "I looked.\nAnswer: 3\nAnswer: 4", "3 Answer: 4"),
+        ("eval", "**Answer:** blue", "blue"),
+        ("eval", "one\ntwo\nthree\nfour\n\nfive\n", "three four five"),
+        ("eval", "only line", "only line"),
+        ("eval", "<answer>unclosed", "<answer>unclosed"),
+        ("eval", "  \n ", None),
+        # grpo: the first closed tag, else the whole response; empty or >= 300 characters is no answer
+        ("grpo", "<answer>B</answer> then <answer>C</answer>", "B"),
+        ("grpo", "Thinking... so it is blue", "Thinking... so it is blue"),
+        ("grpo", "<answer>   </answer>", None),
+        ("grpo", "", None),
+        ("grpo", None, None),
+        ("grpo", "x" * 299, "x" * 299),
+        ("grpo", "x" * 300, None),
+        ("grpo", "<answer>" + "y" * 300 + "</answer>", None),
+        # boxed (synthesis): the last \boxed{}
+        ("boxed", r"\boxed{3} ... recount: \boxed{4}", "4"),
+        ("boxed", r"\boxed{\text{red}}", "red"),
+        ("boxed", "<answer>5</answer>", None),
+        ("boxed", r"\boxed{}", None),
+    ],
+)
+def test_extraction_policies(policy, text, expected):
+    assert extract_answer(text, policy) == expected
+
+
+def test_extraction_policies_are_named():
+    assert EXTRACTION_POLICIES == ("default", "eval", "grpo", "boxed")
+    with pytest.raises(ValueError, match="unknown extraction policy"):
+        extract_answer("<answer>B</answer>", "strict")
+
+
+def test_judge_answer_takes_the_policy():
+    from zwz_ray.replies import judge_answer
+
+    reply = "<answer>pear</answer> wait <answer>apple</answer>"
+    assert judge_answer(reply, "apple").correct
+    assert not judge_answer(reply, "apple", policy="eval").correct
+    assert judge_answer("x" * 400, "x" * 400, policy="grpo").rule == "no_answer"
+
+
+# --------------------------------------------------------------------------- options, one per line and inline
+
+OPTION_LAYOUTS = {
+    "(A) x": "(A) red\n(B) blue\n(C) green\n(D) yellow",
+    "A) x": "A) red\nB) blue\nC) green\nD) yellow",
+    "A. x": "A. red\nB. blue\nC. green\nD. yellow",
+    "A: x": "A: red\nB: blue\nC: green\nD: yellow",
+    "inline (A) x": "(A) red (B) blue (C) green (D) yellow",
+    "inline A) x": "A) red B) blue C) green D) yellow",
+    "inline A. x": "A. red B. blue C. green D. yellow",
+    "inline A: x": "A: red B: blue C: green D: yellow",
+}
+INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+@pytest.mark.parametrize("layout", sorted(OPTION_LAYOUTS))
+@pytest.mark.parametrize("where", ["own_line", "question_line"])
+def test_parse_options_layouts_before_an_instruction(layout, where):
+    from zwz_ray.replies import parse_options
+
+    sep = "\n" if where == "own_line" or not layout.startswith("inline") else " "
+    question = f"Which colour is the cap?{sep}{OPTION_LAYOUTS[layout]}\n{INSTRUCTION}"
+    assert parse_options(question) == {"A": "red", "B": "blue", "C": "green", "D": "yellow"}
+
+
+@pytest.mark.parametrize("layout", sorted(OPTION_LAYOUTS))
+@pytest.mark.parametrize("reply", ["<answer>yellow</answer>", "<answer>Yellow.</answer>", "yellow", "Yellow."])
+def test_right_answer_as_option_text_is_decided_by_rule(layout, reply):
+    from zwz_ray.replies import detect_mcq, judge_answer
+
+    sep = " " if layout.startswith("inline") else "\n"
+    question = f"Which colour is the cap?{sep}{OPTION_LAYOUTS[layout]}\n{INSTRUCTION}"
+    is_mcq, options = detect_mcq(question, "D")
+    verdict = judge_answer(reply, "D", is_mcq=is_mcq, options=options)
+    assert (verdict.correct, verdict.rule) == (True, "mcq_option_text")
+    wrong = judge_answer(reply.replace("ellow", "ELLOW").replace("yELLOW", "red").replace("YELLOW", "Red"), "D",
+                         is_mcq=is_mcq, options=options)
+    assert (wrong.correct, wrong.rule) == (False, "mcq_option_text")
+
+
+def test_read_letter_is_the_judges_letter_reader():
+    """The difficulty filter and the judge read letters the same way (ambiguity included)."""
+    from zwz_ray.replies import choose
+
+    assert read_letter("<answer>A or B</answer>") is None and choose("A or B", "ABCD") == (None, "ambiguous")
+    assert read_letter("It is not A. The answer is (B).") == "B"
+    assert read_letter("<answer>a cat</answer>", options={"A": "dog", "B": "cat"}, letters="AB") == "B"
+    assert read_letter('```json\n{"answer": "C"}\n```') == "C"
