@@ -221,6 +221,17 @@ def test_tiny_builds_are_bit_identical_to_the_recorded_ones(ref, cache):
     assert total == TINY_DIGESTS[ref], f"{ref} changed; per-file sha256: {files}"
 
 
+def test_build_inside_a_process_group_runs_in_a_subprocess_with_the_same_bytes(tmp_path):
+    """A Train worker that is not rank 0 must still write the weights (save_pretrained skips them there)."""
+    from pathlib import Path
+
+    from zwz_ray.models import tiny
+
+    out = tmp_path / "text"
+    out.mkdir()
+    tiny.build_in_subprocess("text", Path(out), 0)
+    assert _build_digest(str(out))[0] == TINY_DIGESTS["tiny:text@0"]
+
 
 @pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_tiny_build_is_deterministic_in_the_seed(family, built, tmp_path):

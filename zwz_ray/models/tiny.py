@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -281,5 +284,30 @@ TINY_FAMILIES: tuple[str, ...] = tuple(BUILDERS)
 
 
 def build(family: str, out: Path, seed: int) -> None:
-    """Write the tiny ``family`` model for ``seed`` into the (empty) directory ``out``."""
-    BUILDERS[family](out, seed)
+    """Write the tiny ``family`` model for ``seed`` into the (empty) directory ``out``.
+
+    Inside an initialised torch.distributed process group (a Ray Train worker), transformers'
+    ``save_pretrained`` writes weights on rank 0 only, so a build won by another rank's file lock would
+    leave a processor-only directory in the cache. There the build runs in a fresh Python process."""
+    if _in_process_group():
+        build_in_subprocess(family, out, seed)
+    else:
+        BUILDERS[family](out, seed)
+
+
+def _in_process_group() -> bool:
+    dist = sys.modules.get("torch.distributed")
+    return bool(dist is not None and dist.is_available() and dist.is_initialized())
+
+
+def build_in_subprocess(family: str, out: Path, seed: int) -> None:
+    """``build`` in a new interpreter that sees the caller's import path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    cmd = [sys.executable, "-m", "zwz_ray.models.tiny", family, str(out), str(seed)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"building tiny:{family}@{seed} failed in a subprocess:\n{done.stderr[-2000:]}")
+
+
+if __name__ == "__main__":
+    build(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
