@@ -56,6 +56,13 @@ class TrainerConfig:
     activation_checkpointing: bool = False
     fsdp_offload: bool = False  # parameters and optimizer state on CPU (GPU only)
     reshard_after_forward: bool = True
+    load: Literal["sharded", "full"] = field(default="sharded", metadata={"doc": (
+        "sharded: rank 0 reads the checkpoint, the other workers build the model on the meta device and receive "
+        "their shards by broadcast (host memory about full/num_workers per worker); full: every worker loads the "
+        "whole model in fp32, then shards it")})
+    load_dtype: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={"doc": (
+        "dtype in which rank 0 reads the checkpoint for a sharded load (auto: the checkpoint's own); "
+        "the master shards are fp32 whatever it is")})
     freeze_vision: bool = False  # paper: the vision tower is trained too
     seed: int = 0
     log_every: int = bounded(1, 1)  # one console line per this many steps

@@ -21,8 +21,10 @@ from zwz_ray.runtime import init_ray, require_gpus
 from zwz_ray.train.config import DistillConfig
 from zwz_ray.train.data import ingest_config, read_rows
 from zwz_ray.train.examples import REQUIRED_COLUMNS
-from zwz_ray.train.export import ADAPTER_DIR, MODEL_DIR, is_remote, join_uri
+from zwz_ray.train.export import ADAPTER_DIR, MODEL_DIR
 from zwz_ray.train.worker import train_loop_per_worker
+from zwz_ray.uris import is_remote
+from zwz_ray.uris import join as join_uri
 
 log = get_logger(__name__)
 
