@@ -10,6 +10,7 @@ import ray
 
 from zwz_ray.config import RayConfig
 from zwz_ray.logs import get_logger
+from zwz_ray.progress import interactive
 
 log = get_logger(__name__)
 
@@ -42,8 +43,41 @@ def init_ray(cfg: RayConfig) -> None:
     else:
         log.info("starting a local Ray instance")
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = cfg.progress_bars
+    configure_ray_data(ray.data.DataContext.get_current(), cfg.progress_bars)
+    if not interactive():
+        log.info("%s", HARMLESS_NOTICE)
+
+
+# Lines Ray itself prints in a successful run that read like failures; explained once instead of hidden
+# (they come from Ray's C++ core worker, its raylet and Ray Train's actors, beyond any Python setting).
+HARMLESS_NOTICE = (
+    "expected Ray notices in a healthy run: 'has constructor arguments in the object store and max_restarts > 0' "
+    "(actor pools restart from their arguments; they stay referenced for the whole job), 'worker processes have been "
+    "started ... maximum expected startup concurrency' (the model actor pools start at once on a small machine), "
+    "'Failed to query Ray Train Controller actor state' (a local instance runs without the dashboard's state API)")
+
+
+def configure_ray_data(ctx: ray.data.DataContext, progress_bars: bool) -> None:
+    """Ray Data's progress bars in a terminal; quiet Ray Data elsewhere.
+
+    When stdout is not a terminal, Ray Data replaces its bars with a status dump of every operator
+    every 10 s (hundreds of lines per job) and logs each execution plan; the jobs print their own
+    progress lines (``zwz_ray.progress``) instead. Errors and the one-line "execution finished"
+    notice per dataset still print.
+    """
+    if interactive():
+        ctx.enable_progress_bars = progress_bars
+        return
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    ctx.enable_auto_log_stats = False
+
+
+def train_log_level() -> str:
+    """Ray Train's log level: INFO in a terminal; WARNING elsewhere, where its per-report lines
+    ("Reporting training result N: TrainingReport(...)") would repeat the trainer's own step lines."""
+    return "INFO" if interactive() else "WARNING"
 
 
 def _leave_working_dir() -> None:

@@ -73,7 +73,7 @@ def _heatmaps(df: pd.DataFrame, label: str, count: int, fs, root: str) -> list[s
         box = [float(v) * float(row["scale"]) for v in row["bbox"]]
         path = f"{folder}/{model_slug(str(row['id']))}.png"
         title = f"{label} item {row['id']}: coverage {row['coverage']:.4f} (box area {row['box_area']:.4f})"
-        plot_heatmap(image, grid, box, title, fs, f"{root}/{path}")
+        plot_heatmap(image, grid, box, title, fs, f"{root}/{path}", question=str(row.get("question") or ""))
         paths.append(path)
     return paths
 

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zwz_ray.logs import get_logger
+from zwz_ray.progress import Progress
 from zwz_ray.synth.accounting import compute_stats, drop_reasons, merge_stats, model_calls, reconcile
-from zwz_ray.synth.columns import SMALL_COLUMNS, SMALL_SCHEMA, drops_table, image_complete, output_table, to_table
+from zwz_ray.synth.columns import SMALL_COLUMNS, SMALL_SCHEMA, drops_table, image_complete, is_dropped, output_table, to_table
 from zwz_ray.synth.config import SynthConfig
 from zwz_ray.synth.plan import SynthesisPlan, build_synthesis
 from zwz_ray.synth.sources import select_images
@@ -123,13 +124,18 @@ def stream(plan: SynthesisPlan, store: OutputStore, sources: list[str], chunk_si
     """Run every image through the stages once; commit each ``chunk_size`` complete images."""
     pending: dict[str, list[dict]] = {}
     writer, total, chunks = ChunkWriter(plan, store), {}, 0
+    progress, kept, drops = Progress("synthesis", "images", len(sources)), 0, 0
     ds = plan.dataset_from_sources(sources, include_drops=True)
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in batch.to_pylist():
             rows = pending.setdefault(row["source"], [])
             rows.append(row)
             if image_complete(rows):
-                writer.add(row["source"], pending.pop(row["source"]))
+                done = pending.pop(row["source"])
+                writer.add(row["source"], done)
+                n_kept = sum(1 for r in done if not is_dropped(r))
+                kept, drops = kept + n_kept, drops + len(done) - n_kept
+                progress.update(1, **{"kept rows": kept, "drops": drops})
             if len(writer.sources) >= chunk_size:
                 total, chunks = merge_stats(total, writer.commit()), chunks + 1
                 writer = ChunkWriter(plan, store)
@@ -139,6 +145,7 @@ def stream(plan: SynthesisPlan, store: OutputStore, sources: list[str], chunk_si
             writer.add(source, rows)
     if writer.sources:
         total, chunks = merge_stats(total, writer.commit()), chunks + 1
+    progress.finish()
     return total, chunks
 
 

@@ -1,0 +1,89 @@
+"""Concise progress lines for output that is not a terminal (``ray job submit`` logs, pipes, files).
+
+In a terminal Ray Data draws its own progress bars. Elsewhere those bars become multi-line status dumps
+every few seconds, so ``zwz_ray.runtime`` turns them off and each job loop reports through a
+``Progress`` instead: one line every ``ZWZ_PROGRESS_INTERVAL_S`` seconds (default 30) and one at the
+end, with counts in and out, drops, the rate and, when the total is known, an ETA.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from zwz_ray.logs import get_logger, stdout_is_terminal
+
+log = get_logger("zwz_ray.progress")
+
+DEFAULT_INTERVAL_S = 30.0
+
+
+def interactive() -> bool:
+    """True when the driver's stdout is a terminal (Ray's progress bars render there)."""
+    return stdout_is_terminal()
+
+
+def interval_s() -> float:
+    raw = os.environ.get("ZWZ_PROGRESS_INTERVAL_S", "")
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_INTERVAL_S
+    except ValueError:
+        return DEFAULT_INTERVAL_S
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """Counts for one loop (a stage, a model's pass); logs a line per interval and a final one.
+
+    ``done`` counts the loop's unit (images, answers) against ``total``; ``counts`` carries the other
+    figures of the line (kept rows, drops, failures), reported as they stand. Silent in a terminal,
+    where Ray's progress bars already show the same, unless ``always`` is set.
+    """
+
+    def __init__(self, what: str, unit: str, total: int | None = None, *, always: bool = False,
+                 every_s: float | None = None, clock=time.monotonic):
+        self.what, self.unit, self.total = what, unit, total
+        self.enabled = always or not interactive()
+        self.every_s = interval_s() if every_s is None else every_s
+        self._clock = clock
+        self.start = self._last = clock()
+        self.done = 0
+        self.counts: dict[str, int] = {}
+        self.lines: list[str] = []  # what was logged, in order
+
+    def update(self, n: int = 0, **counts: int) -> None:
+        self.done += n
+        self.counts.update(counts)
+        now = self._clock()
+        if self.enabled and now - self._last >= self.every_s:
+            self._last = now
+            self._emit(self.line(now))
+
+    def finish(self) -> str:
+        """Log (and return) the final line."""
+        line = self.line(self._clock(), final=True)
+        if self.enabled:
+            self._emit(line)
+        return line
+
+    def line(self, now: float, final: bool = False) -> str:
+        elapsed = max(now - self.start, 1e-9)
+        of = f"/{self.total}" if self.total is not None else ""
+        parts = [f"{self.what}: {self.done}{of} {self.unit}"]
+        parts += [f"{v} {k}" for k, v in self.counts.items()]
+        parts.append(f"{self.done / elapsed:.2f} {self.unit}/s")
+        if final:
+            parts.append(f"done in {_duration(elapsed)}")
+        elif self.total and self.done:
+            parts.append(f"ETA {_duration((self.total - self.done) * elapsed / self.done)}")
+        else:
+            parts.append(f"{_duration(elapsed)} so far")
+        return ", ".join(parts)
+
+    def _emit(self, line: str) -> None:
+        self.lines.append(line)
+        log.info("%s", line)
