@@ -48,13 +48,17 @@ def init_ray(cfg: RayConfig) -> None:
         log.info("%s", HARMLESS_NOTICE)
 
 
-# Lines Ray itself prints in a successful run that read like failures; explained once instead of hidden
-# (they come from Ray's C++ core worker, its raylet and Ray Train's actors, beyond any Python setting).
+# Lines Ray itself prints in a successful run that read like failures, explained once rather than hidden: they
+# come from Ray's C++ core worker and raylet, from Ray Train's placement-group cleaner actor and from a Ray Data
+# worker thread, where no Ray setting turns them off (filtering Ray's output by text could hide real errors).
 HARMLESS_NOTICE = (
-    "expected Ray notices in a healthy run: 'has constructor arguments in the object store and max_restarts > 0' "
-    "(actor pools restart from their arguments; they stay referenced for the whole job), 'worker processes have been "
-    "started ... maximum expected startup concurrency' (the model actor pools start at once on a small machine), "
-    "'Failed to query Ray Train Controller actor state' (a local instance runs without the dashboard's state API)")
+    "Ray prints a few harmless lines in a healthy run: 'has constructor arguments in the object store and "
+    "max_restarts > 0' (actor pools keep their arguments referenced for the whole job); 'worker processes have been "
+    "started ... maximum expected startup concurrency' (the model actor pools start together on a small machine); "
+    "'Failed to query Ray Train Controller actor state', or a ConnectionError traceback from PlacementGroupCleaner "
+    "when several Ray instances run on the machine (its state-API probe needs the dashboard, which a local instance "
+    "runs without); an InterruptedError traceback from a ListFiles task (a file-listing thread stopped after its "
+    "work was done). Real errors end the job with a non-zero exit and a message from zwz_ray.")
 
 
 def configure_ray_data(ctx: ray.data.DataContext, progress_bars: bool) -> None:

@@ -113,8 +113,9 @@ def plot_before_after(metrics: dict, base: str, after: str, fs, path: str) -> No
             bars = ax.bar(x + offset, values, 0.4, label=label, color=color)
             mark_zero_bars(ax, bars)
         for i, (b, a) in enumerate(zip(before, later)):
-            ax.annotate(f"{a - b:+.1f}", (i, max(a, b) + 2), ha="center", fontsize=8,
-                        color="tab:green" if a > b else ("tab:red" if a < b else "black"))
+            lift = 12 if max(a, b) == 0 else 3  # above the "0" marks of zero bars
+            ax.annotate(f"{a - b:+.1f}", (i, max(a, b)), xytext=(0, lift), textcoords="offset points", ha="center",
+                        fontsize=8, color="tab:green" if a > b else ("tab:red" if a < b else "black"))
         ax.set_xticks(x, dims, rotation=15, fontsize=8)
         ax.set_title(f"{view} view")
         ax.set_ylim(0, 110)
@@ -138,7 +139,7 @@ def plot_gap(metrics: dict, fs, path: str) -> None:
         ax.annotate(f"gap {b - a:+.1f}", (i, max(a, b) + 2), ha="center", fontsize=8)
     ax.set_xticks(x, labels, rotation=15, fontsize=8)
     ax.set_ylabel("accuracy on paired items (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)  # room for the gap labels above 100 % bars
     ax.set_title("Zooming gap (regional - global)")
     ax.legend(fontsize=8)
     save_png(fig, fs, path)
@@ -172,7 +173,9 @@ def plot_heatmap(image: Image.Image, grid: np.ndarray, box: list[float], title: 
     ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=BOX_COLOR, linewidth=2.5,
                                label="question's box"))
     ax.legend(loc="lower right", fontsize=7, framealpha=0.8)
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="share of attention per image patch")
+    # The bar shows the colour map at full strength (the overlay itself is translucent).
+    scale = plt.cm.ScalarMappable(norm=shown.norm, cmap=shown.cmap)
+    fig.colorbar(scale, ax=ax, fraction=0.046, pad=0.02, label="share of attention per image patch")
     ax.set_title(title, fontsize=8)
     if question:
         text = textwrap.fill("Q: " + textwrap.shorten(question, 300), 90)
