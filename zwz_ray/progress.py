@@ -2,20 +2,21 @@
 
 In a terminal Ray Data draws its own progress bars. Elsewhere those bars become multi-line status dumps
 every few seconds, so ``zwz_ray.runtime`` turns them off and each job loop reports through a
-``Progress`` instead: one line every ``ZWZ_PROGRESS_INTERVAL_S`` seconds (default 30) and one at the
+``Progress`` instead: one line every ``ZWZ_PROGRESS_INTERVAL_S`` seconds (default 60) and one at the
 end, with counts in and out, drops, the rate and, when the total is known, an ETA.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from zwz_ray.logs import get_logger, stdout_is_terminal
 
 log = get_logger("zwz_ray.progress")
 
-DEFAULT_INTERVAL_S = 30.0
+DEFAULT_INTERVAL_S = 60.0
 
 
 def interactive() -> bool:
@@ -39,6 +40,8 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Counts for one loop (a stage, a model's pass); logs a line per interval and a final one.
 
+    Use it as a context manager (or call ``finish`` / ``close``) so its heartbeat thread stops.
+
     ``done`` counts the loop's unit (images, answers) against ``total``; ``counts`` carries the other
     figures of the line (kept rows, drops, failures), reported as they stand. Silent in a terminal,
     where Ray's progress bars already show the same, unless ``always`` is set.
@@ -54,20 +57,41 @@ class Progress:
         self.done = 0
         self.counts: dict[str, int] = {}
         self.lines: list[str] = []  # what was logged, in order
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        if self.enabled and self.every_s > 0:
+            # A heartbeat: long steps (model start-up, a slow first image) still show the job is alive.
+            threading.Thread(target=self._beat, name=f"progress-{what}", daemon=True).start()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s / 4):
+            self.update()
 
     def update(self, n: int = 0, **counts: int) -> None:
-        self.done += n
-        self.counts.update(counts)
-        now = self._clock()
-        if self.enabled and now - self._last >= self.every_s:
-            self._last = now
-            self._emit(self.line(now))
+        with self._lock:
+            self.done += n
+            self.counts.update(counts)
+            now = self._clock()
+            if self.enabled and not self._stop.is_set() and now - self._last >= self.every_s:
+                self._last = now
+                self._emit(self.line(now))
+
+    def close(self) -> None:
+        """Stop the heartbeat without a final line (the caller logs its own summary)."""
+        self._stop.set()
 
     def finish(self) -> str:
-        """Log (and return) the final line."""
-        line = self.line(self._clock(), final=True)
-        if self.enabled:
-            self._emit(line)
+        """Stop the heartbeat; log (and return) the final line."""
+        self.close()
+        with self._lock:
+            line = self.line(self._clock(), final=True)
+            if self.enabled:
+                self._emit(line)
         return line
 
     def line(self, now: float, final: bool = False) -> str:

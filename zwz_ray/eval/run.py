@@ -71,14 +71,15 @@ def _answer_model(model: EngineConfig, items, store: PredictionStore, cfg: EvalC
     done = store.done_keys(label, answer_fingerprint(model, cfg.inference))
     run = ModelRun(label, store.path(label), previously_answered=len(done))
     log.info("%s: %d (item, view) answers already stored with these settings", label, len(done))
-    start, keys, progress = time.perf_counter(), set(), Progress(f"evaluating {label}", "answers")
-    for batch in answer_dataset(items, model, cfg.inference, done).iter_batches(batch_format="pandas", batch_size=None):
-        keys.update(view_key(str(i), str(v)) for i, v in zip(batch["id"], batch["view"]))
-        new = batch[~batch["done"].astype(bool)]
-        run.requests += int(new["sent"].astype(bool).sum())
-        run.failed += int((new["rule"] == "error").sum())
-        store.append_part(label, new[PREDICTION_COLUMNS])
-        progress.update(len(new), failed=run.failed)
+    start, keys = time.perf_counter(), set()
+    with Progress(f"evaluating {label}", "answers") as progress:
+        for batch in answer_dataset(items, model, cfg.inference, done).iter_batches(batch_format="pandas", batch_size=None):
+            keys.update(view_key(str(i), str(v)) for i, v in zip(batch["id"], batch["view"]))
+            new = batch[~batch["done"].astype(bool)]
+            run.requests += int(new["sent"].astype(bool).sum())
+            run.failed += int((new["rule"] == "error").sum())
+            store.append_part(label, new[PREDICTION_COLUMNS])
+            progress.update(len(new), failed=run.failed)
     run.seconds = time.perf_counter() - start
     run.predictions_path = store.save(label, store.load(label))
     log.info("%s: %d new answers in %.1fs (%d failed)", label, run.requests, run.seconds, run.failed)
