@@ -23,14 +23,14 @@ THUMBNAIL = 768  # longest side of the images kept for heatmaps
 
 
 class CoverageStage(CoverageScorer):
-    """Adds a small thumbnail of the image to every scored row (for the heatmap plots)."""
+    """Adds a small thumbnail of the image and the question to every scored row (for the heatmap plots)."""
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = []
         for row in batch.to_dict("records"):
             scored = self.score(row)
             if scored["error"] is None:
-                scored.update(_thumbnail(row["image"]))
+                scored.update(_thumbnail(row["image"]), question=row.get("question"))
             rows.append(scored)
         return pd.DataFrame(rows)
 
