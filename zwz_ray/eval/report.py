@@ -136,7 +136,8 @@ def plot_gap(metrics: dict, fs, path: str) -> None:
     mark_zero_bars(ax, ax.bar(x - 0.2, g, 0.4, label="global view"))
     mark_zero_bars(ax, ax.bar(x + 0.2, r, 0.4, label="regional view"))
     for i, (a, b) in enumerate(zip(g, r)):
-        ax.annotate(f"gap {b - a:+.1f}", (i, max(a, b) + 2), ha="center", fontsize=8)
+        ax.annotate(f"gap {b - a:+.1f}", (i, max(a, b)), xytext=(0, 12 if max(a, b) == 0 else 3),
+                    textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(x, labels, rotation=15, fontsize=8)
     ax.set_ylabel("accuracy on paired items (%)")
     ax.set_ylim(0, 112)  # room for the gap labels above 100 % bars
