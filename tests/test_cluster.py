@@ -155,7 +155,7 @@ def two_node_cluster():
             out = _run(cmd, env, 180)
             assert out.returncode == 0, out.stdout + out.stderr
         _wait_for_nodes(env, f"127.0.0.1:{gcs}", 2)
-        yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}", "temp": temp}
+        yield {"env": env, "dashboard": f"http://127.0.0.1:{dash}", "address": f"127.0.0.1:{gcs}", "temp": temp}
     finally:
         ours = cluster_processes(temp)
         stop_processes([pid for pid in ours if pid not in others])
@@ -169,7 +169,10 @@ def two_node_cluster():
 def test_ray_job_submit_runs_the_chain_on_two_nodes(two_node_cluster, tmp_path):
     env = dict(two_node_cluster["env"])
     out_dir = tmp_path / "r2i"
-    runtime_env = {"env_vars": {"ZWZ_CACHE_DIR": os.environ["ZWZ_CACHE_DIR"], "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
+    # RAY_ADDRESS names this cluster to the job's actors: Ray Train's placement-group cleaner looks the
+    # cluster up by address, and with another Ray instance on the machine "auto" finds several.
+    runtime_env = {"env_vars": {"ZWZ_CACHE_DIR": os.environ["ZWZ_CACHE_DIR"], "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                                "RAY_ADDRESS": two_node_cluster["address"]}}
     submit = [RAY, "job", "submit", f"--address={two_node_cluster['dashboard']}", "--working-dir", ".",
               "--runtime-env-json", json.dumps(runtime_env), "--",
               "python", "-m", "pipelines.r2i", "--config", "configs/r2i/laptop.yaml", "--set", f"output.dir={out_dir}"]
@@ -184,8 +187,9 @@ def test_ray_job_submit_runs_the_chain_on_two_nodes(two_node_cluster, tmp_path):
     # The job log is not a terminal: Ray Data's status dumps are off and the project prints its own
     # progress lines, so the whole chain reads in a screenful or two, the report's path last.
     job_log = _job_log(env, two_node_cluster["dashboard"], log)
+    (tmp_path / "job.log").write_text(job_log)  # kept by pytest for a look after a failure
     lines = job_log.rstrip("\n").splitlines()
-    print(f"job log: {len(lines)} lines")  # shown with `pytest -rP`
+    print(f"job log: {len(lines)} lines in {tmp_path / 'job.log'}")  # shown with `pytest -rP`
     assert len(lines) < MAX_LOG_LINES, f"{len(lines)} lines:\n{job_log[-6000:]}"
     assert lines[-1] == f"report: {report}", lines[-5:]
 
