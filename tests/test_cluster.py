@@ -169,10 +169,7 @@ def two_node_cluster():
 def test_ray_job_submit_runs_the_chain_on_two_nodes(two_node_cluster, tmp_path):
     env = dict(two_node_cluster["env"])
     out_dir = tmp_path / "r2i"
-    # RAY_ADDRESS names this cluster to the job's actors: Ray Train's placement-group cleaner looks the
-    # cluster up by address, and with another Ray instance on the machine "auto" finds several.
-    runtime_env = {"env_vars": {"ZWZ_CACHE_DIR": os.environ["ZWZ_CACHE_DIR"], "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-                                "RAY_ADDRESS": two_node_cluster["address"]}}
+    runtime_env = {"env_vars": {"ZWZ_CACHE_DIR": os.environ["ZWZ_CACHE_DIR"], "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}}
     submit = [RAY, "job", "submit", f"--address={two_node_cluster['dashboard']}", "--working-dir", ".",
               "--runtime-env-json", json.dumps(runtime_env), "--",
               "python", "-m", "pipelines.r2i", "--config", "configs/r2i/laptop.yaml", "--set", f"output.dir={out_dir}"]
