@@ -20,13 +20,19 @@ JOB_RUNTIME_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
 
+# Ray Data settings for the workers of a local instance: list a dataset's files in one thread. The threaded
+# listing gains nothing on a laptop's few local files and can end with a harmless InterruptedError traceback
+# from a ListFiles task (a race in Ray 2.60's file-listing work queue).
+LOCAL_DATA_ENV = {"RAY_DATA_LIST_FILES_THREADED_NUM_WORKERS": "1"}
+
 
 def init_ray(cfg: RayConfig) -> None:
     """Start or join Ray once. An already-initialised Ray (tests, notebooks) is reused as is."""
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    env_vars = {k: os.environ.get(k, v) for k, v in WORKER_ENV.items()}
+    defaults = {**WORKER_ENV, **({} if address else LOCAL_DATA_ENV)}
+    env_vars = {k: os.environ.get(k, v) for k, v in defaults.items()}
     for key in ("ZWZ_CACHE_DIR", "ZWZ_LOG_LEVEL", "HF_HOME", "HF_HUB_OFFLINE"):
         if key in os.environ:
             env_vars[key] = os.environ[key]
