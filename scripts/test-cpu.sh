@@ -5,8 +5,9 @@
 # torchvision, whose CPU index build is CUDA-linked and breaks transformers' Qwen-VL imports, so it is
 # removed again: nothing in zwz-ray or in vLLM's Idefics3/Qwen3 text paths needs it.
 #
-# The two-node cluster test stops every Ray process on the machine when it ends, so it runs in a
-# pytest session of its own, after the rest.
+# The two-node cluster test starts (and stops, by process id) a private two-node Ray cluster of its own
+# temp dir and ports; it runs in a pytest session of its own, after the rest, so the suite's local Ray
+# instances and the cluster's nodes do not compete for the machine's CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[test,dev]"

@@ -1,6 +1,15 @@
-"""The chain's ``report.md``: data statistics, training curves, before/after accuracy by view and dimension."""
+"""The chain's ``report.md``: what the run proves, data statistics, training curve, base vs distilled accuracy.
+
+The report is an ordered list of sections (``SECTIONS``). Each section is a function of the
+``ReportInput`` that returns its markdown lines (an empty list leaves it out) and writes its own plots
+under ``plots/``; a new section is a new function added to the list where it should appear.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -8,8 +17,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from fsspec.core import url_to_fs  # noqa: E402
 
+from zwz_ray.chain import BASE_LABEL, DISTILLED_LABEL  # noqa: E402
 from zwz_ray.eval.metrics import pct  # noqa: E402
-from zwz_ray.eval.report import plot_dimensions, save_png  # noqa: E402
+from zwz_ray.eval.report import plot_before_after, random_weight_models, save_png  # noqa: E402
+
+
+@dataclass
+class ReportInput:
+    summary: dict  # the content of r2i_summary.json
+    fs: Any  # fsspec filesystem of the output folder
+    root: str  # the output folder, as a path on ``fs``
+    eval_report: str | None = None  # the evaluation job's own report.md
+
+    def plot(self, name: str) -> tuple[str, str]:
+        """(path to write through ``fs``, link relative to report.md) of a plot called ``name``."""
+        self.fs.makedirs(f"{self.root}/plots", exist_ok=True)
+        return f"{self.root}/plots/{name}", f"plots/{name}"
 
 
 def plot_training(history: list[dict], fs, path: str) -> None:
@@ -28,55 +51,116 @@ def plot_training(history: list[dict], fs, path: str) -> None:
     save_png(fig, fs, path)
 
 
+def loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _nonzero(counts: dict) -> str:
     kept = {k: v for k, v in (counts or {}).items() if v}
     return ", ".join(f"{k} {v}" for k, v in kept.items()) or "none"
 
 
-def _synthesis_section(stats: dict) -> list[str]:
+def caveat_section(r: ReportInput) -> list[str]:
+    """Random-weight (``tiny:``) models score ~0 by construction: say so first, and what the run does show."""
+    tiny = random_weight_models(r.summary.get("config", {}))
+    if not tiny:
+        return []
+    synth = r.summary.get("synthesis", {})
+    problems = synth.get("reconciliation_problems") or []
+    if synth.get("streamed"):
+        accounting = "synthesis rows were streamed, so there is no written accounting to reconcile"
+    elif problems:
+        accounting = f"the synthesis accounting does NOT reconcile: {'; '.join(map(str, problems))}"
+    else:
+        accounting = ("the synthesis accounting reconciles (every image and question is either kept or has a recorded "
+                      "drop reason)")
+    models = ", ".join(f"`{m}`" for m in tiny)
+    return [
+        f"> **Random weights.** This run uses tiny random-weight models ({models}). Accuracy is expected to be "
+        "about 0 % and the loss shows only that optimisation runs; none of the figures below measure the method.",
+        ">",
+        "> What the run does prove: every stage ran end to end on the real engines (synthesis on Ray Data actor "
+        "pools, distillation on Ray Train, dual-view evaluation of the base and the distilled student), the distilled model "
+        f"was exported and evaluated, and {accounting}. Real models give meaningful numbers (see `configs/`).",
+        "",
+    ]
+
+
+def synthesis_section(r: ReportInput) -> list[str]:
+    stats = r.summary["synthesis"]
+    lines = ["## Data synthesis", ""]
     if stats.get("streamed"):
-        return ["Rows were streamed into the trainer without being written (`output.persist_rows: false`).", ""]
+        return [*lines, "Rows were streamed into the trainer without being written (`output.persist_rows: false`).", ""]
     images = stats.get("images", {})
-    lines = [f"- images: {images.get('in', 0)} in, {images.get('with_kept_rows', 0)} with kept rows",
-             f"- kept rows: {stats.get('kept_rows', 0)}; dropped items: {stats.get('drop_rows', 0)}", "",
-             "| stage | rows in | rows out | drop reasons | busy s |", "|---|---:|---:|---|---:|"]
+    lines += [f"- images: {images.get('in', 0)} in, {images.get('with_kept_rows', 0)} with kept rows",
+              f"- kept rows: {stats.get('kept_rows', 0)}; dropped items: {stats.get('drop_rows', 0)}", "",
+              "| stage | rows in | rows out | drop reasons | busy (s) |", "|---|---:|---:|---|---:|"]
     for name, st in stats.get("stages", {}).items():
-        reasons = ", ".join(f"{r} {c}" for r, c in sorted(st.get("dropped", {}).items(), key=lambda kv: -kv[1])) or "-"
+        reasons = ", ".join(f"{k} {c}" for k, c in sorted(st.get("dropped", {}).items(), key=lambda kv: -kv[1])) or "-"
         lines.append(f"| {name} | {st.get('rows_in', 0)} | {st.get('rows_out', 0)} | {reasons} | {st.get('busy_s', 0):.1f} |")
     return [*lines, ""]
 
 
-def _evaluation_section(evaluation: dict) -> list[str]:
-    lines = ["| model | global acc | regional acc | zooming gap | items |", "|---|---:|---:|---:|---:|"]
-    for label, m in evaluation.get("models", {}).items():
+def distillation_section(r: ReportInput) -> list[str]:
+    dist = r.summary["distillation"]
+    history = dist.get("history") or []
+    first = history[0].get("loss") if history else None
+    lines = ["## Distillation", "",
+             f"- optimizer steps: {dist['steps']}; loss {loss(first)} (first step) -> {loss(dist['final_loss'])} (last)",
+             f"- rows skipped by the trainer: {_nonzero(dist['dropped'])}", f"- exported model: `{dist['export_dir']}`", ""]
+    if history:
+        path, link = r.plot("training.png")
+        plot_training(history, r.fs, path)
+        lines += [f"![training curve]({link})", ""]
+    return lines
+
+
+def evaluation_section(r: ReportInput) -> list[str]:
+    models = r.summary["evaluation"].get("models", {})
+    lines = ["## Evaluation: base vs distilled student", "",
+             "Accuracy in % of the benchmark's items; zooming gap = regional - global accuracy, in percentage points.", "",
+             "| model | global acc (%) | regional acc (%) | zooming gap (pts) | items |", "|---|---:|---:|---:|---:|"]
+    for label, m in models.items():
         views = m.get("views", {})
         gap = (m.get("zooming_gap") or {}).get("gap")
         lines.append(f"| {label} | {pct(views.get('global', {}).get('accuracy'))} | {pct(views.get('regional', {}).get('accuracy'))} "
-                     f"| {pct(gap)} | {m.get('n_items', 0)} |")
-    return [*lines, ""]
+                     f"| {'-' if gap is None else f'{100 * gap:+.2f}'} | {m.get('n_items', 0)} |")
+    lines.append("")
+    if BASE_LABEL in models and DISTILLED_LABEL in models:
+        path, link = r.plot("before_after.png")
+        plot_before_after(models, BASE_LABEL, DISTILLED_LABEL, r.fs, path)
+        lines += [f"![before and after: base vs distilled per view]({link})", ""]
+    else:
+        lines += ["No before/after plot: the base student was not evaluated (`evaluate_base: false`).", ""]
+    if r.eval_report:
+        lines += [f"Full evaluation report (per-dimension tables, judge rules, latency, attention): `{r.eval_report}`", ""]
+    return lines
+
+
+def run_section(r: ReportInput) -> list[str]:
+    timings = r.summary.get("timings", {})
+    ray_info = r.summary.get("ray", {})
+    return ["## Timings", "", *[f"- {k}: {v:.1f}" for k, v in timings.items()], "",
+            f"Ray cluster: {ray_info.get('nodes', '?')} node(s), resources {ray_info.get('resources', {})}", ""]
+
+
+Section = Callable[[ReportInput], list[str]]
+SECTIONS: list[Section] = [caveat_section, synthesis_section, distillation_section, evaluation_section, run_section]
+
+
+def render(r: ReportInput, sections: list[Section] | None = None) -> str:
+    lines = ["# R2I run report", ""]
+    for section in SECTIONS if sections is None else sections:
+        lines += section(r)
+    return "\n".join(lines)
 
 
 def write_report(out_dir: str, summary: dict, eval_report: str | None = None) -> str:
     """Write ``report.md`` and its plots under ``out_dir``; return the report's path."""
     fs, root = url_to_fs(out_dir)
     fs.makedirs(f"{root}/plots", exist_ok=True)
-    dist = summary["distillation"]
-    lines = ["# R2I run report", ""]
-    lines += ["## Data synthesis", "", *_synthesis_section(summary["synthesis"])]
-    lines += ["## Distillation", "", f"- optimizer steps: {dist['steps']}; final loss: {dist['final_loss']}",
-              f"- rows skipped by the trainer: {_nonzero(dist['dropped'])}", f"- exported model: `{dist['export_dir']}`", ""]
-    if dist["history"]:
-        plot_training(dist["history"], fs, f"{root}/plots/training.png")
-        lines += ["![training curve](plots/training.png)", ""]
-    lines += ["## Evaluation: base vs distilled student", "", *_evaluation_section(summary["evaluation"])]
-    plot_dimensions(summary["evaluation"].get("models", {}), fs, f"{root}/plots/before_after.png")
-    lines += ["![before and after](plots/before_after.png)", ""]
-    if eval_report:
-        lines += [f"Full evaluation report (per-dimension tables, judge rules, latency): `{eval_report}`", ""]
-    timings = summary.get("timings", {})
-    lines += ["## Timings", "", *[f"- {k}: {v:.1f}" for k, v in timings.items()], ""]
-    lines += [f"Ray cluster: {summary['ray']['nodes']} node(s), resources {summary['ray']['resources']}", ""]
+    text = render(ReportInput(summary, fs, root, eval_report))
     path = f"{root}/report.md"
     with fs.open(path, "w") as fh:
-        fh.write("\n".join(lines))
+        fh.write(text)
     return path if "://" not in out_dir else f"{out_dir.rstrip('/')}/report.md"

@@ -23,14 +23,14 @@ THUMBNAIL = 768  # longest side of the images kept for heatmaps
 
 
 class CoverageStage(CoverageScorer):
-    """Adds a small thumbnail of the image to every scored row (for the heatmap plots)."""
+    """Adds a small thumbnail of the image and the question to every scored row (for the heatmap plots)."""
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = []
         for row in batch.to_dict("records"):
             scored = self.score(row)
             if scored["error"] is None:
-                scored.update(_thumbnail(row["image"]))
+                scored.update(_thumbnail(row["image"]), question=row.get("question"))
             rows.append(scored)
         return pd.DataFrame(rows)
 
@@ -78,7 +78,7 @@ def _heatmaps(df: pd.DataFrame, label: str, count: int, fs, root: str) -> list[s
         box = [float(v) * float(row["scale"]) for v in row["bbox"]]
         path = f"{folder}/{model_slug(str(row['id']))}.png"
         title = f"{label} item {row['id']}: coverage {row['coverage']:.4f} (box area {row['box_area']:.4f})"
-        plot_heatmap(image, grid, box, title, fs, f"{root}/{path}")
+        plot_heatmap(image, grid, box, title, fs, f"{root}/{path}", question=str(row.get("question") or ""))
         paths.append(path)
     return paths
 

@@ -1,8 +1,16 @@
-"""``report.md`` and its plots: per-dimension accuracy, zooming gap, latency, attention heatmaps."""
+"""``report.md`` and its plots: per-dimension accuracy, zooming gap, latency, attention heatmaps.
+
+The markdown is an ordered list of sections (``SECTIONS``), each a function of ``EvalReportInput``
+returning its lines; the chain report (``zwz_ray.chain_report``) reuses the plots and the
+random-weights check. Accuracy is in %, gaps in percentage points.
+"""
 
 from __future__ import annotations
 
 import io
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import matplotlib
 
@@ -12,6 +20,37 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from zwz_ray.eval.metrics import VIEWS, pct  # noqa: E402
+from zwz_ray.models import TINY_PREFIX  # noqa: E402
+
+BOX_COLOR = "#ff00ff"  # the question's box on heatmaps: magenta never occurs in the "jet" colour map
+
+
+def random_weight_models(config: object) -> list[str]:
+    """Every ``tiny:`` model reference anywhere in a (nested) config dict or list, sorted."""
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v)
+        elif isinstance(node, str) and node.startswith(TINY_PREFIX):
+            found.add(node)
+
+    walk(config)
+    return sorted(found)
+
+
+def random_weights_caveat(models: list[str]) -> list[str]:
+    """The markdown note for reports whose models have random weights (empty when none has)."""
+    if not models:
+        return []
+    names = ", ".join(f"`{m}`" for m in models)
+    return [f"> **Random weights.** {names} are tiny random-weight models: accuracy is expected to be about 0 % and "
+            "says nothing about the method. The run shows that every stage ran on the real engines and that the "
+            "metrics add up.", ""]
 
 
 def save_png(fig, fs, path: str) -> None:
@@ -23,22 +62,67 @@ def save_png(fig, fs, path: str) -> None:
         fh.write(buf.getvalue())
 
 
+def mark_zero_bars(ax, bars) -> None:
+    """A zero-height bar draws nothing: put a thick stub in the bar's colour on the axis and a "0" above it."""
+    for bar in bars:
+        if bar.get_height() == 0:
+            x0, width = bar.get_x(), bar.get_width()
+            ax.plot([x0, x0 + width], [0, 0], color=bar.get_facecolor(), lw=4, solid_capstyle="butt", clip_on=False)
+            ax.annotate("0", (x0 + width / 2, 0), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=6)
+
+
+def _dims(metrics: dict) -> list[str]:
+    return sorted({d for m in metrics.values() for d in m["dimensions"]}, key=lambda d: (d != "all", d))
+
+
+def _accuracy(m: dict, dim: str, view: str) -> float:
+    return 100 * (m["dimensions"].get(dim, {}).get(view, {}).get("accuracy") or 0)
+
+
 def plot_dimensions(metrics: dict, fs, path: str) -> None:
     """Grouped bars: accuracy per dimension, one bar per (model, view)."""
-    dims = sorted({d for m in metrics.values() for d in m["dimensions"]}, key=lambda d: (d != "all", d))
+    dims = _dims(metrics)
     series = [(label, view) for label, m in metrics.items() for view in VIEWS if view in m["views"]]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(dims) * max(1, len(series)) / 2), 4))
     width = 0.8 / max(1, len(series))
     for k, (label, view) in enumerate(series):
-        values = [100 * (metrics[label]["dimensions"].get(d, {}).get(view, {}).get("accuracy") or 0) for d in dims]
+        values = [_accuracy(metrics[label], d, view) for d in dims]
         bars = ax.bar(np.arange(len(dims)) + k * width, values, width, label=f"{label} ({view})",
                       hatch="//" if view == "regional" else None, alpha=0.9)
-        ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)  # readable even when a bar is 0
+        labels = [f"{v:.0f}" if v else "" for v in values]
+        ax.bar_label(bars, labels=labels, fontsize=6, padding=1)
+        mark_zero_bars(ax, bars)
     ax.set_xticks(np.arange(len(dims)) + width * (len(series) - 1) / 2, dims)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Accuracy per dimension: global (full image) vs regional (crop)")
     ax.legend(fontsize=7, ncol=2)
+    save_png(fig, fs, path)
+
+
+def plot_before_after(metrics: dict, base: str, after: str, fs, path: str) -> None:
+    """One panel per view: base vs distilled accuracy per dimension, each pair labelled with the difference."""
+    dims = _dims({k: metrics[k] for k in (base, after)})
+    views = [v for v in VIEWS if v in metrics[base]["views"] or v in metrics[after]["views"]] or list(VIEWS)
+    fig, axes = plt.subplots(1, len(views), figsize=(max(7, 1.4 * len(dims) * len(views)), 4.2), sharey=True, squeeze=False)
+    x = np.arange(len(dims))
+    for ax, view in zip(axes[0], views):
+        before = [_accuracy(metrics[base], d, view) for d in dims]
+        later = [_accuracy(metrics[after], d, view) for d in dims]
+        for values, offset, label, color in ((before, -0.2, base, "tab:gray"), (later, 0.2, after, "tab:green")):
+            bars = ax.bar(x + offset, values, 0.4, label=label, color=color)
+            mark_zero_bars(ax, bars)
+        for i, (b, a) in enumerate(zip(before, later)):
+            lift = 12 if max(a, b) == 0 else 3  # above the "0" marks of zero bars
+            ax.annotate(f"{a - b:+.1f}", (i, max(a, b)), xytext=(0, lift), textcoords="offset points", ha="center",
+                        fontsize=8, color="tab:green" if a > b else ("tab:red" if a < b else "black"))
+        ax.set_xticks(x, dims, rotation=15, fontsize=8)
+        ax.set_title(f"{view} view")
+        ax.set_ylim(0, 110)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][0].legend(fontsize=8, loc="upper right")
+    fig.suptitle(f"Before and after distillation: {base} vs {after} (labels: {after} - {base}, in points)", fontsize=10)
     save_png(fig, fs, path)
 
 
@@ -49,13 +133,14 @@ def plot_gap(metrics: dict, fs, path: str) -> None:
     x = np.arange(len(labels))
     g = [100 * metrics[label]["zooming_gap"]["global"] for label in labels]
     r = [100 * metrics[label]["zooming_gap"]["regional"] for label in labels]
-    ax.bar(x - 0.2, g, 0.4, label="global view")
-    ax.bar(x + 0.2, r, 0.4, label="regional view")
+    mark_zero_bars(ax, ax.bar(x - 0.2, g, 0.4, label="global view"))
+    mark_zero_bars(ax, ax.bar(x + 0.2, r, 0.4, label="regional view"))
     for i, (a, b) in enumerate(zip(g, r)):
-        ax.annotate(f"gap {b - a:+.1f}", (i, max(a, b) + 2), ha="center", fontsize=8)
+        ax.annotate(f"gap {b - a:+.1f}", (i, max(a, b)), xytext=(0, 12 if max(a, b) == 0 else 3),
+                    textcoords="offset points", ha="center", fontsize=8)
     ax.set_xticks(x, labels, rotation=15, fontsize=8)
     ax.set_ylabel("accuracy on paired items (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)  # room for the gap labels above 100 % bars
     ax.set_title("Zooming gap (regional - global)")
     ax.legend(fontsize=8)
     save_png(fig, fs, path)
@@ -79,15 +164,25 @@ def plot_latency(predictions: dict, fs, path: str) -> None:
     save_png(fig, fs, path)
 
 
-def plot_heatmap(image: Image.Image, grid: np.ndarray, box: list[float], title: str, fs, path: str) -> None:
-    """The attention grid stretched over the image, with the question's box drawn."""
-    fig, ax = plt.subplots(figsize=(6, 6 * image.height / max(image.width, 1)))
+def plot_heatmap(image: Image.Image, grid: np.ndarray, box: list[float], title: str, fs, path: str,
+                 question: str = "") -> None:
+    """The attention grid stretched over the image, the question's box, the question and a colour bar."""
+    fig, ax = plt.subplots(figsize=(7, 6 * image.height / max(image.width, 1) + 0.8))
     ax.imshow(image)
-    ax.imshow(grid, cmap="jet", alpha=0.45, extent=(0, image.width, image.height, 0), interpolation="nearest")
+    shown = ax.imshow(grid, cmap="jet", alpha=0.45, extent=(0, image.width, image.height, 0), interpolation="nearest")
     x1, y1, x2, y2 = box
-    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=2))
+    ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=BOX_COLOR, linewidth=2.5,
+                               label="question's box"))
+    ax.legend(loc="lower right", fontsize=7, framealpha=0.8)
+    # The bar shows the colour map at full strength (the overlay itself is translucent).
+    scale = plt.cm.ScalarMappable(norm=shown.norm, cmap=shown.cmap)
+    fig.colorbar(scale, ax=ax, fraction=0.046, pad=0.02, label="share of attention per image patch")
     ax.set_title(title, fontsize=8)
-    ax.axis("off")
+    if question:
+        text = textwrap.fill("Q: " + textwrap.shorten(question, 300), 90)
+        ax.text(0.5, -0.02, text, transform=ax.transAxes, ha="center", va="top", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
     save_png(fig, fs, path)
 
 
@@ -103,47 +198,84 @@ def _view_cell(block: dict, view: str) -> str:
     return f"{pct(v['accuracy'])} ({v['correct']}/{v['n']})" if v else "-"
 
 
-def render_markdown(benchmark: str, metrics: dict, coverage: dict, plots: dict[str, str], judge: str | None) -> str:
-    lines = [f"# Evaluation on {benchmark}", "",
-             "Dual-view protocol: every question is asked on the full image (global view) and on the crop of its "
-             "region (regional view). Zooming gap = regional - global accuracy on items with both views. "
-             f"Accuracy in %. Judge: rules{' + ' + judge if judge else ' only (undecided counts as incorrect)'}.", ""]
+@dataclass
+class EvalReportInput:
+    benchmark: str
+    metrics: dict  # per model label, from compute_metrics
+    coverage: dict = field(default_factory=dict)  # per model label, from the coverage pass
+    plots: dict[str, str] = field(default_factory=dict)  # title -> path relative to report.md
+    judge: str | None = None
+    models: list[str] = field(default_factory=list)  # the evaluated model references (for the random-weights note)
+
+
+def _header_section(r: EvalReportInput) -> list[str]:
+    judge = f"rules + {r.judge}" if r.judge else "rules only (undecided counts as incorrect)"
+    return [f"# Evaluation on {r.benchmark}", "", *random_weights_caveat(random_weight_models(r.models)),
+            "Dual-view protocol: every question is asked on the full image (global view) and on the crop of its "
+            "region (regional view). Zooming gap = regional - global accuracy on items with both views, in percentage "
+            f"points. Accuracy in % (correct/asked). Judge: {judge}.", ""]
+
+
+def _summary_section(r: EvalReportInput) -> list[str]:
     rows = []
-    for label, m in metrics.items():
+    for label, m in r.metrics.items():
         gap = m.get("zooming_gap")
         lat = m["latency"].get("global", {}).get("latency_s", {})
         rows.append([label, str(m["n_items"]), _view_cell(m["views"], "global"), _view_cell(m["views"], "regional"),
                      f"{100 * gap['gap']:+.2f}" if gap else "-", f"{lat.get('mean', float('nan')):.3f}" if lat else "-"])
-    lines += ["## Summary", ""] + _table(["model", "items", "global", "regional", "zooming gap", "s / item"], rows) + [""]
-    lines += _dimension_section(metrics) + _kind_section(metrics) + _rule_section(metrics)
-    if coverage:
-        lines += ["## Attention coverage", "", "Share of the attention (last prompt token -> image tokens) inside the "
-                  "question's box; `uniform` is what evenly spread attention would score (the box area).", ""]
-        crow = [[label, str(c.get("n", 0)), f"{c.get('mean', 0):.3f}", f"{c.get('median', 0):.3f}",
-                 f"{c.get('mean_box_area', 0):.3f}", str(c.get("layer", "-"))] for label, c in coverage.items()]
-        lines += _table(["model", "items", "mean", "median", "uniform", "layer"], crow) + [""]
-    lines += ["## Plots", ""] + [f"![{name}]({path})" for name, path in plots.items()] + [""]
+    header = ["model", "items", "global (%)", "regional (%)", "zooming gap (pts)", "s / item"]
+    return ["## Summary", "", *_table(header, rows), ""]
+
+
+def _coverage_section(r: EvalReportInput) -> list[str]:
+    if not r.coverage:
+        return []
+    rows = [[label, str(c.get("n", 0)), f"{c.get('mean', 0):.3f}", f"{c.get('median', 0):.3f}",
+             f"{c.get('mean_box_area', 0):.3f}", str(c.get("layer", "-"))] for label, c in r.coverage.items()]
+    return ["## Attention coverage", "", "Share of the attention (last prompt token -> image tokens) inside the "
+            "question's box, as a fraction; `uniform` is what evenly spread attention would score (the box area).", "",
+            *_table(["model", "items", "mean", "median", "uniform", "layer"], rows), ""]
+
+
+def _plots_section(r: EvalReportInput) -> list[str]:
+    return ["## Plots", "", *[f"![{name}]({path})" for name, path in r.plots.items()], ""]
+
+
+def render_markdown(benchmark: str, metrics: dict, coverage: dict, plots: dict[str, str], judge: str | None,
+                    models: list[str] | None = None) -> str:
+    r = EvalReportInput(benchmark, metrics, coverage or {}, plots, judge, list(models or []))
+    lines: list[str] = []
+    for section in SECTIONS:
+        lines += section(r)
     return "\n".join(lines)
 
 
-def _dimension_section(metrics: dict) -> list[str]:
-    dims = sorted({d for m in metrics.values() for d in m["dimensions"]}, key=lambda d: (d != "all", d))
+def _dimension_section(r: EvalReportInput) -> list[str]:
+    metrics = r.metrics
+    dims = _dims(metrics)
     header = ["dimension"] + [f"{label} {view}" for label in metrics for view in VIEWS]
     rows = [[d] + [_view_cell(metrics[label]["dimensions"].get(d, {}), view) for label in metrics for view in VIEWS]
             for d in dims]
-    return ["## Per dimension", ""] + _table(header, rows) + [""]
+    return ["## Per dimension (accuracy %, correct/asked)", ""] + _table(header, rows) + [""]
 
 
-def _kind_section(metrics: dict) -> list[str]:
+def _kind_section(r: EvalReportInput) -> list[str]:
+    metrics = r.metrics
     header = ["questions"] + [f"{label} {view}" for label in metrics for view in VIEWS]
     rows = [[kind] + [_view_cell(metrics[label]["kinds"].get(kind, {}), view) for label in metrics for view in VIEWS]
             for kind in ("mcq", "open")]
-    return ["## Multiple choice vs open", ""] + _table(header, rows) + [""]
+    return ["## Multiple choice vs open (accuracy %, correct/asked)", ""] + _table(header, rows) + [""]
 
 
-def _rule_section(metrics: dict) -> list[str]:
+def _rule_section(r: EvalReportInput) -> list[str]:
+    metrics = r.metrics
     rules = sorted({r for m in metrics.values() for v in m["rules"].values() for r in v})
     header = ["model", "view"] + rules
     rows = [[label, view] + [str(m["rules"][view].get(r, 0)) for r in rules] for label, m in metrics.items()
             for view in VIEWS if view in m["rules"]]
     return ["## Which rule decided", ""] + _table(header, rows) + [""]
+
+
+Section = Callable[[EvalReportInput], list[str]]
+SECTIONS: list[Section] = [_header_section, _summary_section, _dimension_section, _kind_section, _rule_section,
+                           _coverage_section, _plots_section]

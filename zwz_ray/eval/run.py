@@ -22,6 +22,7 @@ from zwz_ray.eval.stages import answer_dataset, judge_dataset
 from zwz_ray.eval.store import PREDICTION_COLUMNS, PredictionStore, answer_fingerprint, merge_predictions
 from zwz_ray.eval.writers import make_benchmark_fixture
 from zwz_ray.logs import get_logger
+from zwz_ray.progress import Progress
 from zwz_ray.runtime import init_ray, require_gpus
 
 log = get_logger(__name__)
@@ -71,12 +72,14 @@ def _answer_model(model: EngineConfig, items, store: PredictionStore, cfg: EvalC
     run = ModelRun(label, store.path(label), previously_answered=len(done))
     log.info("%s: %d (item, view) answers already stored with these settings", label, len(done))
     start, keys = time.perf_counter(), set()
-    for batch in answer_dataset(items, model, cfg.inference, done).iter_batches(batch_format="pandas", batch_size=None):
-        keys.update(view_key(str(i), str(v)) for i, v in zip(batch["id"], batch["view"]))
-        new = batch[~batch["done"].astype(bool)]
-        run.requests += int(new["sent"].astype(bool).sum())
-        run.failed += int((new["rule"] == "error").sum())
-        store.append_part(label, new[PREDICTION_COLUMNS])
+    with Progress(f"evaluating {label}", "answers") as progress:
+        for batch in answer_dataset(items, model, cfg.inference, done).iter_batches(batch_format="pandas", batch_size=None):
+            keys.update(view_key(str(i), str(v)) for i, v in zip(batch["id"], batch["view"]))
+            new = batch[~batch["done"].astype(bool)]
+            run.requests += int(new["sent"].astype(bool).sum())
+            run.failed += int((new["rule"] == "error").sum())
+            store.append_part(label, new[PREDICTION_COLUMNS])
+            progress.update(len(new), failed=run.failed)
     run.seconds = time.perf_counter() - start
     run.predictions_path = store.save(label, store.load(label))
     log.info("%s: %d new answers in %.1fs (%d failed)", label, run.requests, run.seconds, run.failed)
@@ -121,8 +124,9 @@ def _report(cfg: EvalConfig, bench: Benchmark, preds: dict, metrics: dict, cover
         for k, path in enumerate(info.get("heatmaps", [])):
             plots[f"attention {label} #{k}"] = path
     judge = cfg.judge.label if cfg.judge else None
+    refs = [m.model for m in cfg.models] + ([cfg.judge.model] if cfg.judge else [])
     path = uris.join(cfg.output.dir, "report.md")
-    uris.atomic_write(path, render_markdown(bench.name, metrics, coverage, plots, judge))
+    uris.atomic_write(path, render_markdown(bench.name, metrics, coverage, plots, judge, refs))
     return path
 
 

@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zwz_ray.logs import get_logger
+from zwz_ray.progress import Progress
 from zwz_ray.synth.accounting import compute_stats, drop_reasons, merge_stats, model_calls, reconcile
-from zwz_ray.synth.columns import SMALL_COLUMNS, SMALL_SCHEMA, drops_table, image_complete, output_table, to_table
+from zwz_ray.synth.columns import SMALL_COLUMNS, SMALL_SCHEMA, drops_table, image_complete, is_dropped, output_table, to_table
 from zwz_ray.synth.config import SynthConfig
 from zwz_ray.synth.plan import SynthesisPlan, build_synthesis
 from zwz_ray.synth.stages import select_images
@@ -122,17 +123,23 @@ def run_synthesis(cfg: SynthConfig) -> SynthResult:
 def stream(plan: SynthesisPlan, store: OutputStore, sources: list[str], chunk_size: int) -> tuple[dict, int]:
     """Run every image through the stages once; commit each ``chunk_size`` complete images."""
     pending: dict[str, list[dict]] = {}
-    writer, total, chunks = ChunkWriter(plan, store), {}, 0
+    writer, total, chunks, kept, drops = ChunkWriter(plan, store), {}, 0, 0, 0
     ds = plan.dataset_from_sources(sources, include_drops=True)
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        for row in batch.to_pylist():
-            rows = pending.setdefault(row["source"], [])
-            rows.append(row)
-            if image_complete(rows):
-                writer.add(row["source"], pending.pop(row["source"]))
-            if len(writer.sources) >= chunk_size:
-                total, chunks = merge_stats(total, writer.commit()), chunks + 1
-                writer = ChunkWriter(plan, store)
+    with Progress("synthesis", "images", len(sources)) as progress:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in batch.to_pylist():
+                rows = pending.setdefault(row["source"], [])
+                rows.append(row)
+                if image_complete(rows):
+                    done = pending.pop(row["source"])
+                    writer.add(row["source"], done)
+                    n_kept = sum(1 for r in done if not is_dropped(r))
+                    kept, drops = kept + n_kept, drops + len(done) - n_kept
+                    progress.update(1, **{"kept rows": kept, "drops": drops})
+                if len(writer.sources) >= chunk_size:
+                    total, chunks = merge_stats(total, writer.commit()), chunks + 1
+                    writer = ChunkWriter(plan, store)
+        progress.finish()
     if pending:  # cannot happen when every stage keeps its fan-out counts; never lose the rows
         log.error("%d images ended the stream incomplete; committing them as they are", len(pending))
         for source, rows in pending.items():

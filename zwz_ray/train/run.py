@@ -105,9 +105,10 @@ def controller_poll(seconds: float | None):
 
 
 def make_trainer(cfg: DistillConfig, ds: Any, total_steps: int | None) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from zwz_ray.runtime import train_log_level
     from zwz_ray.train.data import ingest_config
     from zwz_ray.train.worker import train_loop_per_worker
 
@@ -120,7 +121,8 @@ def make_trainer(cfg: DistillConfig, ds: Any, total_steps: int | None) -> Any:
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=c.run_name, storage_path=c.storage_path,
                              failure_config=FailureConfig(max_failures=c.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=c.num_to_keep)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=c.num_to_keep),
+                             logging_config=LoggingConfig(log_level=train_log_level())),
         datasets={"train": ds},
         dataset_config=ingest_config(),
     )
