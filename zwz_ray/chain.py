@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import ray
 
 from zwz_ray import uris
+from zwz_ray.chain_report import BASE_LABEL, DISTILLED_LABEL
 from zwz_ray.config import ConfigError, EngineConfig, RayConfig, section, setting, to_dict, uri
 from zwz_ray.eval.config import EvalConfig
 from zwz_ray.logs import get_logger
@@ -25,8 +26,6 @@ from zwz_ray.train.config import DistillConfig
 
 log = get_logger(__name__)
 
-BASE_LABEL = "base"
-DISTILLED_LABEL = "distilled"
 
 
 @dataclass
