@@ -7,6 +7,7 @@ from typing import Literal
 
 from zwz_ray.config import ConfigError, EngineConfig, RayConfig, bounded, listed, uri
 
+DEFAULT_PATH = "hf://datasets/inclusionAI/ZoomBench"
 # Fields a benchmark row is read into; ``columns`` in the config maps them to the file's column names.
 FIELDS = ("id", "question", "answer", "image", "crop", "bbox", "category", "options")
 
@@ -17,7 +18,7 @@ class BenchmarkConfig:
 
     # A parquet / JSON / JSONL file, a folder of them, or a glob; local or fsspec
     # (hf://datasets/inclusionAI/ZoomBench, s3://bucket/zoombench/).
-    path: str = uri("hf://datasets/inclusionAI/ZoomBench")
+    path: str = uri(DEFAULT_PATH)
     # zoombench: id, query, response, image, crop_image[, question_type, bbox]; generic: see `columns`.
     format: Literal["auto", "zoombench", "generic"] = "auto"
     name: str = ""  # shown in the report; defaults to the file or folder name
@@ -29,8 +30,17 @@ class BenchmarkConfig:
     generate_if_missing: bool = False
     fixture_items: int = bounded(24, 1)
     fixture_seed: int = 0
+    # A published layout read without a column map, scored with its own rule (zwz_ray.eval.benchmarks.PRESETS);
+    # with a preset, `path` left at its default means the preset's published copy.
+    preset: str = ""
+    image_root: str = ""  # absolute image paths in the files are read under this folder (chroot-style)
+    image_prefix: str = "/"  # the part of those absolute paths to drop before joining them to image_root
 
     def validate(self, where: str) -> None:
+        if self.preset:
+            from zwz_ray.eval.benchmarks import check_preset
+
+            check_preset(self, where)
         unknown = sorted(set(self.columns) - set(FIELDS))
         if unknown:
             raise ConfigError(f"{where}.columns: unknown field(s) {unknown}; fields are {list(FIELDS)}")
@@ -108,8 +118,15 @@ class EvalConfig:
     coverage: CoverageConfig = field(default_factory=CoverageConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    # Several benchmarks in one job (zwz_ray.eval.benchmarks.suite.run_suite): `benchmark` is then unused,
+    # each model loads once for all of them, and report.md / summary.csv hold one row per model.
+    suite: list[BenchmarkConfig] = field(default_factory=list)
 
     def validate(self, where: str) -> None:
+        if self.suite:
+            from zwz_ray.eval.benchmarks.suite import check_suite
+
+            check_suite(self, where)
         if not self.models:
             raise ConfigError(f"{where}.models: give at least one model to evaluate")
         labels = [m.label for m in self.models]
