@@ -160,24 +160,26 @@ def preset_files(path: str, preset: Preset) -> list[str]:
 
 def _columns_of(path: str) -> list[str]:
     fs, local = url_to_fs(path)
-    if path.lower().endswith(".parquet"):
+    try:
         with fs.open(local, "rb") as fh:
             return pq.read_schema(fh).names
-    with fs.open(local, "r", encoding="utf-8") as fh:
-        return fh.readline().rstrip("\r\n").split("\t")
+    except Exception as exc:  # noqa: BLE001
+        raise BenchmarkError(f"cannot read benchmark file {path} as parquet: {type(exc).__name__}: {exc}") from exc
 
 
 def _table_rows(path: str) -> list[dict]:
     """Every row of a TSV / JSON / JSONL file."""
     fs, local = url_to_fs(path)
-    with fs.open(local, "r", encoding="utf-8") as fh:
-        if path.lower().endswith(".tsv"):
-            df = pd.read_csv(fh, sep="\t", dtype=str, keep_default_na=False)
-            return df.to_dict("records")
-        text = fh.read()
-    if path.lower().endswith(".jsonl"):
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
+    try:
+        with fs.open(local, "r", encoding="utf-8") as fh:
+            if path.lower().endswith(".tsv"):  # VLMEvalKit's layout: a header line, base64 images in cells
+                return pd.read_csv(fh, sep="\t", dtype=str, keep_default_na=False).to_dict("records")
+            text = fh.read()
+        if path.lower().endswith(".jsonl"):
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - parsers raise many types
+        raise BenchmarkError(f"cannot read benchmark file {path}: {type(exc).__name__}: {exc}") from exc
     rows = data.get("data", data.get("items")) if isinstance(data, dict) else data
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise BenchmarkError(f"{path}: expected a list of objects (or JSON lines), one per question")
@@ -194,8 +196,8 @@ def _metadata_rows(path: str, preset: Preset, names: list[str]) -> list[dict]:
         table = pf.read(columns=plain)
         for col in preset.image_columns:
             if col in names and _arrow_kind(schema.field(col).type) == "image_struct":
-                paths = pf.read(columns=[f"{col}.path"]).column(0)
-                table = table.append_column(col, pa.array([{"path": p} for p in paths.to_pylist()]))
+                paths = [p.get("path") if isinstance(p, dict) else p for p in pf.read(columns=[f"{col}.path"]).column(0).to_pylist()]
+                table = table.append_column(col, pa.array([{"path": p} for p in paths], pa.struct([("path", pa.string())])))
     return table.to_pylist()
 
 
@@ -286,7 +288,8 @@ def read_preset(preset: Preset, path: str) -> tuple[list[str], str, list[dict], 
         kind = "parquet" if all(f.lower().endswith(".parquet") for f in files) else "table"
         pairs = []
         for f in files:
-            names = _columns_of(f)
+            rows = None if kind == "parquet" else _table_rows(f)
+            names = _columns_of(f) if rows is None else sorted({k for r in rows for k in r})
             missing = [c for c in preset.columns if c not in names]
             if missing:
                 raise BenchmarkError(f"{f}: column {missing[0]!r} of the {preset.name} layout is missing "
@@ -295,7 +298,7 @@ def read_preset(preset: Preset, path: str) -> tuple[list[str], str, list[dict], 
                 read_columns[f] = names
                 pairs.extend((f"{f} row {i}", r) for i, r in enumerate(_metadata_rows(f, preset, names)))
             else:
-                pairs.extend((f"{f} row {i}", r) for i, r in enumerate(_table_rows(f)))
+                pairs.extend((f"{f} row {i}", r) for i, r in enumerate(rows))
     if not pairs:
         raise BenchmarkError(f"{path}: the benchmark has no rows")
     for i, (where, row) in enumerate(pairs):
