@@ -407,3 +407,11 @@ def test_suite_end_to_end(ray_session, tmp_path):
     again = run_suite(cfg)  # resumes: nothing left to answer
     assert again.runs["tiny:qwen2_5_vl"].requests == {"hrbench_4k": 0, "zoombench": 0}
     assert again.summary.equals(result.summary)
+    # one benchmark through the plain evaluation job: the preset's own scores land in metrics.json and report.md
+    from zwz_ray.eval import run_eval
+
+    single = run_eval(EvalConfig(benchmark=BenchmarkConfig(path=str(tmp_path), preset="hrbench_4k"), models=[model],
+                                 inference=InferenceConfig(max_tokens=4), output=OutputConfig(dir=str(tmp_path / "single"))))
+    own = single.metrics["scores"]["tiny:qwen2_5_vl"]["global"]
+    assert own["average"] == pytest.approx(hr["scores"]["tiny:qwen2_5_vl"]["global"]["average"])  # same model, greedy
+    assert "HR-Bench 4K: the benchmark's own scores" in (tmp_path / "single" / "report.md").read_text()
