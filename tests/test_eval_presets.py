@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from zwz_ray.config import ConfigError, EngineConfig, ResourcesConfig, from_dict
-from zwz_ray.eval.benchmarks import PRESETS, benchmark_scores, open_preset
+from zwz_ray.eval.benchmarks import PRESETS, benchmark_scores
 from zwz_ray.eval.benchmarks.countqa import parse_count
 from zwz_ray.eval.config import BenchmarkConfig, EvalConfig, InferenceConfig, OutputConfig
 from zwz_ray.eval.items import explode_views
@@ -368,6 +368,24 @@ def test_offline_hub_path_reads_the_local_cache(tmp_path, monkeypatch):
         open_benchmark(BenchmarkConfig(preset="mmstar"))
 
 
+def test_presets_read_fsspec_uris(tmp_path):
+    """A remote copy (here fsspec's memory filesystem, as hf:// or s3:// would be) reads like a local one."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    _vstar_folders(tmp_path / "vstar")
+    for local in sorted((tmp_path / "vstar").rglob("*.*")):
+        fs.pipe(f"/remote/vstar/{local.relative_to(tmp_path / 'vstar')}", local.read_bytes())
+    with fs.open("/remote/hr/hr_bench_4k.tsv", "w") as fh:
+        pd.DataFrame(_hrbench_rows(1)).to_csv(fh, sep="\t", index=False)
+    try:
+        vstar = _items(_open("vstar", "memory://remote/vstar"))
+        assert len(vstar) == 3 and vstar["image_size"].map(list).tolist() == [[32, 24]] * 3
+        assert len(_items(_open("hrbench_4k", "memory://remote/hr"))) == 4
+    finally:
+        fs.rm("/remote", recursive=True)
+
+
 def test_benchmark_configs_load():
     from zwz_ray.config import load_config
 
@@ -386,7 +404,7 @@ def test_suite_end_to_end(ray_session, tmp_path):
 
     pd.DataFrame(_hrbench_rows(1)).to_csv(tmp_path / "hr_bench_4k.tsv", sep="\t", index=False)
     zb = write_zoombench(str(tmp_path / "zb.parquet"), [{"id": i, "question": "How many?", "answer": "2", "image": _png(i),
-                                                          "crop": _png(9), "category": "count"} for i in range(2)])
+                                                          "crop": _png(9), "bbox": [1, 1, 8, 8], "category": "count"} for i in range(2)])
     model = EngineConfig(model="tiny:qwen2_5_vl", device="cpu", dtype="float32", resources=ResourcesConfig(batch_size=8))
     cfg = EvalConfig(models=[model], inference=InferenceConfig(max_tokens=4), output=OutputConfig(dir=str(tmp_path / "out")),
                      suite=[BenchmarkConfig(path=str(tmp_path), preset="hrbench_4k"), BenchmarkConfig(path=zb, preset="zoombench")])
