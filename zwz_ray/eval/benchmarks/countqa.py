@@ -50,7 +50,7 @@ def _convert(row: dict) -> list[dict]:
         raise LayoutError("questions", str(exc)) from None
     if not questions or len(questions) != len(answers):
         raise LayoutError("answers", f"has {len(answers)} answers for {len(questions)} questions")
-    stem = str(path).rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    stem = str(path).rsplit(".", 1)[0]  # the image's name keys its questions: "0.jpg" -> 0#0, 0#1...
     items = []
     for k, (q, a) in enumerate(zip(questions, answers)):
         if not str(a).strip().isdigit():
