@@ -112,6 +112,36 @@ def test_zoombench_missing_response_names_the_column(tmp_path):
     assert "benchmark.columns.answer" in str(err.value)
 
 
+def test_remote_and_file_uri_benchmarks_resolve_relative_images_against_their_folder(tmp_path):
+    import uuid
+
+    import fsspec
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(_png((12, 10)))
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "q", "answer": "a", "image": "img/a.png"}))
+    memory, inner = fsspec.filesystem("memory"), f"/zwz-bench-{uuid.uuid4().hex}"
+    memory.put(f"{tmp_path}/", inner, recursive=True)
+    try:
+        for where in (f"memory://{inner}", f"file://{tmp_path}"):  # listed files keep the form of the path
+            bench = open_benchmark(BenchmarkConfig(path=f"{where}/q.jsonl"))
+            assert bench.files == [f"{where}/q.jsonl"] and bench.base_dir == where
+            (item,) = _items(f"{where}/q.jsonl").to_dict("records")
+            assert item["image_error"] is None and list(item["image_size"]) == [12, 10]
+    finally:
+        memory.rm(inner, recursive=True)
+
+
+def test_zoombench_writer_writes_remote_files(tmp_path):
+    import uuid
+
+    root = f"memory:///zwz-bench-{uuid.uuid4().hex}"
+    path = write_zoombench(f"{root}/zb.parquet", [{"id": 3, "question": "q", "answer": "a", "image": _png(), "bbox": [1, 2, 3, 4]}])
+    assert path == f"{root}/zb.parquet"
+    (item,) = _items(path).to_dict("records")
+    assert item["id"] == "3" and list(item["bbox"]) == [1.0, 2.0, 3.0, 4.0]
+
+
 def test_wrong_column_type_is_named(tmp_path):
     pq.write_table(pa.table({"id": [1], "query": ["q"], "response": ["a"], "image": [123]}), tmp_path / "zb.parquet")
     with pytest.raises(BenchmarkError, match=r"zb\.parquet: column 'image' .*type number"):

@@ -22,9 +22,6 @@ import torch
 from zwz_ray.engines.base import as_pil
 from zwz_ray.prompts import student_prompt
 
-QWEN_VL_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
-
-
 REFERENCE_LAYER, REFERENCE_DEPTH = 24, 36  # Qwen3-VL-4B: layer 24 (from 1) of its 36 decoder layers
 
 

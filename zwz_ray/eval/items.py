@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zwz_ray.eval.answers import detect_mcq, parse_options
 from zwz_ray.images import ImageDecodeError, probe_size, read_bytes
+from zwz_ray.replies import detect_mcq, parse_options
+from zwz_ray.uris import absolute
 
 ITEM_COLUMNS = ["id", "question", "answer", "image", "image_error", "image_size", "crop", "crop_error", "bbox", "category",
                 "options", "is_mcq"]
@@ -41,9 +42,10 @@ def _missing(value: Any) -> bool:
 
 
 def _resolve(path: str, base_dir: str, image_root: str = "", image_prefix: str = "/") -> str:
+    """The path rule of zwz_ray.eval.benchmarks.paths (inside the benchmark folder, absolute paths under image_root)."""
     from zwz_ray.eval.benchmarks.paths import resolve_image_path
 
-    return resolve_image_path(path, base_dir, image_root, image_prefix)
+    return absolute(resolve_image_path(path, base_dir, image_root, image_prefix))
 
 
 def _maybe_base64(text: str) -> bytes | None:

@@ -21,9 +21,9 @@ _INTEGER = re.compile(r"\d+")
 def parse_count(response: str | None) -> int | None:
     if not response:
         return None
-    from zwz_ray.eval.answers import extract_answer
+    from zwz_ray.replies import extract_answer
 
-    text = extract_answer(response) or response
+    text = extract_answer(response) or response  # the answer part of a reasoning reply, as every rule reads it
     cleaned = text.strip().strip("*`_\"'.,:; \n")
     if _INTEGER.fullmatch(cleaned):
         return int(cleaned)

@@ -7,21 +7,15 @@ Scores: overall accuracy (headline), per category and per l2 category.
 
 from __future__ import annotations
 
-import re
-
 from zwz_ray.eval.benchmarks.base import Preset, letter, need, plain_score
-
-_OPTION = re.compile(r"(?:^|[\s,])([A-F])[:.]\s*(.*?)(?=,?\s+[A-F][:.]\s|$)", re.S)
 
 
 def options_in(question: str) -> list[str] | None:
-    """The option texts after "Options:", in letter order, when they are A, B, C... from A."""
+    """The option texts after "Options:", in letter order (read as every letter question is: zwz_ray.replies)."""
+    from zwz_ray.replies import parse_options
+
     _, sep, tail = question.rpartition("Options:")
-    found = _OPTION.findall(tail.strip()) if sep else []
-    letters = [x for x, _ in found]
-    if len(letters) < 2 or "".join(letters) != "ABCDEF"[: len(letters)]:
-        return None
-    return [t.strip().rstrip(",") for _, t in found]
+    return list(parse_options(tail).values()) or None if sep else None
 
 
 def _convert(row: dict) -> list[dict]:

@@ -6,7 +6,7 @@
   read where it points: it is remapped under ``benchmark.image_root``, chroot-style
   (``/data/zb/img/1.jpg`` -> ``<image_root>/data/zb/img/1.jpg``), or with ``benchmark.image_prefix``
   stripped first (prefix ``/data/zb`` -> ``<image_root>/img/1.jpg``). Without an image_root it is an error.
-* A URI (``s3://``, ``hf://``...) names its own place and is read as given.
+* A URI (``s3://``, ``hf://``...) names its own place and is read as given; ``file://`` is a local path.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def _inside(root: str, rel: str, original: str) -> str:
 
 def resolve_image_path(path: str, base_dir: str, image_root: str = "", image_prefix: str = "/") -> str:
     """The path to read for an image path found in a benchmark file (see the module docstring)."""
+    if path.startswith("file://"):  # a local file, whatever its spelling: the same rule as a local path
+        path = path[len("file://"):] or "/"
     if "://" in path:
         return path
     if not _is_absolute(path):
