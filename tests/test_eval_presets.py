@@ -422,9 +422,17 @@ def test_suite_end_to_end(ray_session, tmp_path):
     report = (out / "report.md").read_text()
     assert "| model | HR-Bench 4K | ZoomBench | ZoomBench (crop) | mean |" in report and "single" in report
     assert os.path.getsize(out / "plots" / "summary.png") > 1000
-    again = run_suite(cfg)  # resumes: nothing left to answer
-    assert again.runs["tiny:qwen2_5_vl"].requests == {"hrbench_4k": 0, "zoombench": 0}
-    assert again.summary.equals(result.summary)
+    # the same suite from a config file through the evaluation entry point: it resumes, nothing is left to answer
+    import yaml
+
+    from pipelines.evaluate import main
+    from zwz_ray.config import to_dict
+
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    assert main(["--config", str(tmp_path / "suite.yaml")]) == 0
+    again = json.loads((out / "suite.json").read_text())
+    assert again["runs"]["tiny:qwen2_5_vl"]["requests"] == {"hrbench_4k": 0, "zoombench": 0}
+    assert pd.read_csv(out / "summary.csv", index_col="model").equals(csv)
     # one benchmark through the plain evaluation job: the preset's own scores land in metrics.json and report.md
     from zwz_ray.eval import run_eval
 

@@ -8,7 +8,7 @@ benchmark's own rule and breakdown, ``<benchmark>/metrics.json``. Finally the su
 (rows: models; columns: benchmarks, the paper's table shape) in ``report.md``, ``summary.csv``
 and ``plots/summary.png``. Re-running resumes per benchmark and model.
 
-    python -m zwz_ray.eval.benchmarks.suite --config configs/evaluate/suite.yaml
+    python -m pipelines.evaluate --config configs/evaluate/suite.yaml
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field, replace
 
@@ -157,22 +156,3 @@ def run_suite(cfg: EvalConfig) -> SuiteResult:
     _write(fs, f"{root}/suite.json", json.dumps(suite, indent=2, default=str))
     paths = write_summary(summary, results, runs, cfg, fs, root)
     return SuiteResult(cfg.output.dir, summary, suite, runs, *paths)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from zwz_ray.config import config_from_cli
-    from zwz_ray.eval.loaders import BenchmarkError
-
-    cfg = config_from_cli(EvalConfig, argv, description="Evaluate models on a benchmark suite (EvalConfig.suite)")
-    try:
-        result = run_suite(cfg)
-    except BenchmarkError as exc:
-        print(f"benchmark error: {exc}", file=sys.stderr)
-        return 2
-    print(result.summary.to_string(float_format=lambda v: f"{v:.2f}"))
-    print(f"report: {result.report_path}\nsummary: {result.csv_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
