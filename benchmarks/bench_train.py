@@ -10,6 +10,12 @@ their loss curves should coincide; the script prints the largest gap. Timed per 
                 exclude the per-step ray.train.report, which the run's wall time includes
 
     python benchmarks/bench_train.py --steps 20 --batch 4 --image-size 224 [--ray]
+
+At the default size (the tiny model, ~1M parameters) the ratio measures framework overhead (DTensor,
+hooks), not training. ``--layers/--hidden`` build a random-weight Qwen2.5-VL of that size from a
+config instead (nothing is downloaded), where compute dominates:
+
+    python benchmarks/bench_train.py --layers 8 --hidden 512 --vision-depth 4 --image-size 448 --batch 2 --steps 8
 """
 
 from __future__ import annotations
@@ -161,9 +167,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3, help="steps left out of the timing")
     p.add_argument("--rounds", type=int, default=3, help="alternate ours/hf this many times; the best round counts")
     p.add_argument("--ray", action="store_true", help="also run the loop as a 1-worker Ray Train job")
+    p.add_argument("--layers", type=int, default=0, help="build a random student with this many decoder layers")
+    p.add_argument("--hidden", type=int, default=512, help="its decoder hidden size (multiple of 64)")
+    p.add_argument("--vision-depth", type=int, default=4, help="its vision blocks")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="zwz_bench_") as out:
+        if args.layers:
+            from benchmarks.bench_train_memory import build_student
+
+            args.model = os.path.join(out, "student")
+            count = build_student(args.model, args.layers, args.hidden, args.vision_depth)
+            args.size = f"random Qwen2.5-VL, {args.layers} layers x {args.hidden}, {count / 1e6:.1f}M parameters"
         cfg = make_config(args, out)
         rows = make_rows(args.steps * args.batch, args.image_size)
         results: dict[str, list] = {"ours": [], "hf": []}
@@ -177,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report(results: dict, args: argparse.Namespace) -> None:
-    print(f"\nmodel {args.model}, batch {args.batch}, {args.steps} steps ({args.warmup} warm-up), "
+    print(f"\nmodel {getattr(args, 'size', args.model)}, batch {args.batch}, {args.steps} steps ({args.warmup} warm-up), "
           f"images {args.image_size}px, threads {torch.get_num_threads()}, best of {args.rounds} rounds")
     print(f"{'trainer':<10} {'median ms/step':>15} {'samples/s':>10} {'wall s':>8}")
     speeds = {}

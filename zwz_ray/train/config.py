@@ -53,6 +53,13 @@ class TrainerConfig:
     activation_checkpointing: bool = setting(False, doc="recompute activations in backward (less memory, more compute)")
     fsdp_offload: bool = setting(False, doc="keep parameters and optimizer state on CPU (GPU only)")
     reshard_after_forward: bool = setting(True, doc="FSDP2: free gathered parameters after forward (less memory, more traffic)")
+    load: Literal["sharded", "full"] = setting("sharded", doc=(
+        "sharded: rank 0 reads the checkpoint, the other workers build the model on the meta device and receive "
+        "their shards by broadcast (host memory about full/num_workers per worker); full: every worker loads the "
+        "whole model in fp32, then shards it"))
+    load_dtype: Literal["auto", "float32", "bfloat16"] = setting("auto", doc=(
+        "dtype in which rank 0 reads the checkpoint for a sharded load (auto: the checkpoint's own); "
+        "the master shards are fp32 whatever it is"))
     freeze_vision: bool = setting(False, doc="train the language model only (paper: the vision tower is trained too)")
     seed: int = setting(0, doc="seed of initial weights (LoRA), shuffles and dropout")
     log_every: int = bounded(1, 1, doc="one console line per this many steps")

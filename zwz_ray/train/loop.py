@@ -20,13 +20,13 @@ import torch.distributed as dist
 
 from zwz_ray.config import to_dict
 from zwz_ray.logs import get_logger
-from zwz_ray.models import load_vlm
 from zwz_ray.train import parallel
 from zwz_ray.train.checkpoint import load_checkpoint, save_checkpoint
 from zwz_ray.train.config import DistillConfig
 from zwz_ray.train.data import RowSource, StepBatches
 from zwz_ray.train.examples import DROP_REASONS
 from zwz_ray.train.export import export_student
+from zwz_ray.train.loading import load_student
 from zwz_ray.train.metrics import MetricsLog
 from zwz_ray.train.objectives import make_objective
 from zwz_ray.train.optim import make_optimizer, make_scheduler
@@ -62,15 +62,10 @@ class DistillLoop:
     def setup(self) -> None:
         cfg, ctx = self.cfg, self.ctx
         torch.manual_seed(cfg.trainer.seed)  # identical initial weights (LoRA init) on every worker
-        model, processor = load_vlm(cfg.student, device="cpu", dtype="float32",
-                                    min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+        student = load_student(cfg.student, cfg.trainer, cfg.lora, ctx.device,
+                               min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+        self.model, processor, self.load_stats = student.model, student.processor, student.stats
         processor.tokenizer.padding_side = "right"
-        if cfg.trainer.freeze_vision:
-            parallel.freeze_vision(model)
-        if cfg.lora.enabled:
-            model = parallel.apply_lora(model, cfg.lora)
-        model.train()
-        self.model = parallel.shard_model(model, cfg.trainer, ctx.device)
         self.params = parallel.trainable_parameters(self.model)
         self.optimizer = make_optimizer(self.params, cfg.optim, ctx.device, cfg.trainer.fsdp_offload)
         self.scheduler = make_scheduler(self.optimizer, cfg.optim, ctx.total_steps)

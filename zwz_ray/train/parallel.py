@@ -4,7 +4,8 @@ Sharding uses FSDP2 (``torch.distributed.fsdp.fully_shard``): one unit per decod
 vision block (the classes the model lists in ``_no_split_modules``) and one for the root. On CUDA
 the process group is NCCL and parameters are computed in bf16 with fp32 gradient reduction; on
 CPU it is gloo and everything stays fp32. Parameters become DTensors; grad clipping below works
-on them.
+on them. :mod:`zwz_ray.train.loading` builds the model on the meta device and shards it with
+:func:`shard_model` before any weights exist, so that no worker holds a full copy.
 """
 
 from __future__ import annotations
