@@ -7,7 +7,9 @@
 Every model answers every item on the full image (global view) and on its crop (regional view)
 in a Ray Data actor pool; answers are judged by rules, then by an LLM judge if one is
 configured; predictions, metrics.json and report.md (with plots) land in ``output.dir``.
-Re-running the same command answers only what is missing.
+Re-running the same command answers only what is missing. ``benchmark.preset`` reads one of the
+paper's benchmarks in its published layout (``configs/evaluate/<preset>.yaml``); a ``suite`` of
+them runs in one job with one summary table (``configs/evaluate/suite.yaml``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,19 @@ from zwz_ray.eval.metrics import pct
 CONFIG_CLASS = EvalConfig
 
 
-def summary(result: EvalResult) -> list[str]:
+def evaluate(cfg: EvalConfig):
+    """One benchmark (``benchmark``), or every benchmark of ``suite`` in one job."""
+    if cfg.suite:
+        from zwz_ray.eval.benchmarks.suite import run_suite
+
+        return run_suite(cfg)
+    return run_eval(cfg)
+
+
+def summary(result) -> list[str]:
+    if not isinstance(result, EvalResult):  # a suite: the table, one row per model
+        table = result.summary.to_string(float_format=lambda v: f"{v:.2f}")
+        return [*table.splitlines(), f"report: {result.report_path}", f"summary: {result.csv_path}"]
     lines = []
     for label, m in result.metrics["models"].items():
         views, gap, run = m["views"], m.get("zooming_gap"), result.runs[label]
@@ -31,7 +45,7 @@ def summary(result: EvalResult) -> list[str]:
     return [*lines, f"report: {result.report_path or '(disabled)'}", f"metrics: {result.metrics_path}"]
 
 
-JOB = Job("evaluate", EvalConfig, "evaluate", run_eval, summary, errors=(BenchmarkError,))
+JOB = Job("evaluate", EvalConfig, "evaluate", evaluate, summary, errors=(BenchmarkError,))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from typing import Literal
 from zwz_ray import uris
 from zwz_ray.config import ConfigError, EngineConfig, RayConfig, bounded, listed, section, setting, uri
 
+DEFAULT_PATH = "hf://datasets/inclusionAI/ZoomBench"
 # Fields a benchmark row is read into; ``columns`` in the config maps them to the file's column names.
 FIELDS = ("id", "question", "answer", "image", "crop", "bbox", "category", "options")
 
@@ -16,7 +17,7 @@ FIELDS = ("id", "question", "answer", "image", "crop", "bbox", "category", "opti
 class BenchmarkConfig:
     """Where the benchmark is and how its columns are named."""
 
-    path: str = uri("hf://datasets/inclusionAI/ZoomBench",
+    path: str = uri(DEFAULT_PATH,
                     doc="parquet / JSON / JSONL file, folder of them or glob; local or fsspec (hf://, s3://)")
     # zoombench: id, query, response, image, crop_image[, question_type, bbox]; generic: see `columns`.
     format: Literal["auto", "zoombench", "generic"] = setting("auto", doc="column layout: zoombench, generic (see columns) or auto")
@@ -27,8 +28,16 @@ class BenchmarkConfig:
     generate_if_missing: bool = setting(False, doc="laptop only: write a generated ZoomBench-layout fixture at `path` if it is missing")
     fixture_items: int = bounded(24, 1, doc="items of that fixture")
     fixture_seed: int = setting(0, doc="seed of that fixture")
+    preset: str = setting("", doc="a published layout read without a column map and scored with its own rule "
+                                  "(zwz_ray.eval.benchmarks.PRESETS); `path` left at its default = the preset's published copy")
+    image_root: str = setting("", doc="absolute image paths in the files are read under this folder (chroot-style)")
+    image_prefix: str = setting("/", doc="the part of those absolute paths dropped before joining them to image_root")
 
     def validate(self, where: str) -> None:
+        if self.preset:
+            from zwz_ray.eval.benchmarks import check_preset
+
+            check_preset(self, where)
         unknown = sorted(set(self.columns) - set(FIELDS))
         if unknown:
             raise ConfigError(f"{where}.columns: unknown field(s) {unknown}; fields are {list(FIELDS)}")
@@ -111,8 +120,15 @@ class EvalConfig:
     coverage: CoverageConfig = section(CoverageConfig, doc="attention coverage")
     output: OutputConfig = section(OutputConfig, doc="predictions, metrics and report")
     ray: RayConfig = section(RayConfig, doc="the Ray runtime")
+    suite: list[BenchmarkConfig] = section(list, doc=(
+        "several benchmarks in one job (zwz_ray.eval.benchmarks.suite): `benchmark` is then unused, each model loads "
+        "once for all of them, report.md / summary.csv hold one row per model"))
 
     def validate(self, where: str) -> None:
+        if self.suite:
+            from zwz_ray.eval.benchmarks.suite import check_suite
+
+            check_suite(self, where)
         if not self.models:
             raise ConfigError(f"{where}.models: give at least one model to evaluate")
         labels = [m.label for m in self.models]

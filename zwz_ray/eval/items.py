@@ -41,6 +41,13 @@ def _missing(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
+def _resolve(path: str, base_dir: str, image_root: str = "", image_prefix: str = "/") -> str:
+    """The path rule of zwz_ray.eval.benchmarks.paths (inside the benchmark folder, absolute paths under image_root)."""
+    from zwz_ray.eval.benchmarks.paths import resolve_image_path
+
+    return absolute(resolve_image_path(path, base_dir, image_root, image_prefix))
+
+
 def _maybe_base64(text: str) -> bytes | None:
     if text.startswith("data:image") and "," in text:
         text = text.split(",", 1)[1]
@@ -52,8 +59,12 @@ def _maybe_base64(text: str) -> bytes | None:
         return None
 
 
-def image_bytes(value: Any, base_dir: str) -> tuple[bytes | None, str | None]:
-    """(encoded image bytes, error) from bytes, a {bytes, path} struct, a path or base64 text."""
+def image_bytes(value: Any, base_dir: str, image_root: str = "", image_prefix: str = "/") -> tuple[bytes | None, str | None]:
+    """(encoded image bytes, error) from bytes, a {bytes, path} struct, a path, base64 text, or a list of one of them."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) > 1:
+            return None, f"{len(value)} images in one cell; one image per view is supported"
+        value = value[0] if len(value) else None
     if isinstance(value, dict):
         if not _missing(value.get("bytes")):
             return bytes(value["bytes"]), None
@@ -67,9 +78,11 @@ def image_bytes(value: Any, base_dir: str) -> tuple[bytes | None, str | None]:
         if inline is not None:
             return inline, None
         try:
-            return read_bytes(absolute(value.strip(), base_dir or None)), None
+            return read_bytes(_resolve(value.strip(), base_dir, image_root, image_prefix)), None
         except ImageDecodeError as exc:
             return None, f"{exc.reason}: {exc.detail or value}"
+        except ValueError as exc:  # the path rule (zwz_ray.eval.benchmarks.paths)
+            return None, f"bad_path: {exc}"
     return None, f"unsupported image value of type {type(value).__name__}"
 
 
@@ -131,12 +144,12 @@ def _size(data: bytes | None) -> list[int] | None:
         return None
 
 
-def _one_item(row: dict, columns: dict[str, str], base_dir: str, bbox_format: str, index: int) -> dict:
+def _one_item(row: dict, columns: dict[str, str], base_dir: str, bbox_format: str, index: int, roots: tuple[str, str]) -> dict:
     get = lambda field: row.get(columns[field]) if field in columns else None  # noqa: E731
-    image, image_error = image_bytes(get("image"), base_dir)
+    image, image_error = image_bytes(get("image"), base_dir, *roots)
     if image is None and image_error is None:
         image_error = f"no image in column {columns.get('image')!r}"
-    crop, crop_error = image_bytes(get("crop"), base_dir) if "crop" in columns else (None, None)
+    crop, crop_error = image_bytes(get("crop"), base_dir, *roots) if "crop" in columns else (None, None)
     question, answer = _text(get("question")), _text(get("answer"))
     options = option_list(get("options")) if "options" in columns else None
     if options is None and all(c in row for c in OPTION_LETTER_COLUMNS[:2]):
@@ -160,10 +173,11 @@ def _one_item(row: dict, columns: dict[str, str], base_dir: str, bbox_format: st
 
 
 def normalize_items(batch: pd.DataFrame, columns: dict[str, str], base_dir: str = "", bbox_format: str = "xyxy",
-                    start_index: int = 0) -> pd.DataFrame:
+                    start_index: int = 0, image_root: str = "", image_prefix: str = "/") -> pd.DataFrame:
     """Raw benchmark rows -> items (:data:`ITEM_COLUMNS`). ``columns`` maps fields to raw column names."""
     records = batch.to_dict("records")
-    items = [_one_item(r, columns, base_dir, bbox_format, start_index + i) for i, r in enumerate(records)]
+    roots = (image_root, image_prefix)
+    items = [_one_item(r, columns, base_dir, bbox_format, start_index + i, roots) for i, r in enumerate(records)]
     return pd.DataFrame(items, columns=ITEM_COLUMNS)
 
 

@@ -32,8 +32,8 @@ GENERIC_CANDIDATES = {
     "id": ("id", "question_id", "qid", "index", "idx"),
     "question": ("question", "query", "prompt", "problem", "text"),
     "answer": ("answer", "response", "gt_answer", "ground_truth", "label"),
-    "image": ("image", "image_path", "img", "img_path", "image_file", "file_name"),
-    "crop": ("crop", "crop_image", "crop_path", "region_image"),
+    "image": ("image", "image_path", "img", "img_path", "image_file", "file_name", "images"),
+    "crop": ("crop", "crop_image", "crop_path", "region_image", "crop_images"),
     "bbox": ("bbox", "box", "bbox_xyxy", "target_bbox"),
     "category": ("category", "question_type", "dimension", "type", "task", "subtask", "l2-category"),
     "options": ("options", "choices", "candidates"),
@@ -56,9 +56,12 @@ class Benchmark:
     bbox_format: str = "xyxy"
     limit: int | None = None
     records: list[dict] = field(default_factory=list, repr=False)  # json kinds: the raw rows
+    image_root: str = ""  # absolute image paths are read under it (zwz_ray.eval.benchmarks.paths)
+    image_prefix: str = "/"
 
     def _normalize_kwargs(self) -> dict:
-        return {"columns": self.columns, "base_dir": self.base_dir, "bbox_format": self.bbox_format}
+        return {"columns": self.columns, "base_dir": self.base_dir, "bbox_format": self.bbox_format,
+                "image_root": self.image_root, "image_prefix": self.image_prefix}
 
     def iter_items(self, batch_size: int = 16) -> Iterator[pd.DataFrame]:
         """Items in file order, in batches (a plain loop, no Ray)."""
@@ -247,8 +250,8 @@ ALLOWED = {
     "id": ({"str", "number"}, "a string or an integer"),
     "question": ({"str"}, "text"),
     "answer": ({"str", "number"}, "text or a number"),
-    "image": ({"bytes", "image_struct", "str"}, "image bytes, a {bytes, path} struct or a path"),
-    "crop": ({"bytes", "image_struct", "str"}, "image bytes, a {bytes, path} struct or a path"),
+    "image": ({"bytes", "image_struct", "str", "list"}, "image bytes, a {bytes, path} struct, a path or a list of one"),
+    "crop": ({"bytes", "image_struct", "str", "list"}, "image bytes, a {bytes, path} struct, a path or a list of one"),
     "bbox": ({"list", "str"}, "a list of four numbers"),
     "category": ({"str", "number"}, "text"),
     "options": ({"list", "str"}, "a list of option texts"),
@@ -272,6 +275,9 @@ def _json_kinds(rows: list[dict], mapping: dict[str, str], where: str) -> dict[s
             if value is None:
                 continue
             kind = _py_kind(value)
+            if kind == "list" and f in ("image", "crop") and len(value) > 1:
+                raise BenchmarkError(f"{where} row {i}: column {col!r} (the {f!r} field) holds {len(value)} images; "
+                                     "one image per view is supported (a list of one is fine)")
             if kind not in ALLOWED[f][0]:
                 raise BenchmarkError(f"{where} row {i}: column {col!r} (the {f!r} field) is {kind} {value!r:.60}; "
                                      f"expected {ALLOWED[f][1]}")
@@ -301,8 +307,29 @@ def _check_ids(files: list[str], kind: str, records: list[dict], column: str | N
 # --------------------------------------------------------------------------- entry point
 
 
+def _check_single_images(path: str, schema: pa.Schema, mapping: dict[str, str]) -> None:
+    """List-valued image columns may hold one image per row, not more."""
+    import pyarrow.compute as pc
+
+    for f in ("image", "crop"):
+        col = mapping.get(f)
+        if col is None or _arrow_kind(schema.field(col).type) != "list":
+            continue
+        fs, local = uris.filesystem(path)
+        with fs.open(local, "rb") as fh:
+            lengths = pc.list_value_length(pq.read_table(fh, columns=[col]).column(col))
+        longest = pc.max(lengths).as_py() or 0
+        if longest > 1:
+            raise BenchmarkError(f"{path}: column {col!r} (the {f!r} field) holds up to {longest} images in a row; "
+                                 "one image per view is supported (a list of one is fine)")
+
+
 def open_benchmark(cfg: BenchmarkConfig) -> Benchmark:
-    """Find, identify and check a benchmark; no image is read yet."""
+    """Find, identify and check a benchmark; no image is read yet. A ``preset`` reads a published layout."""
+    if cfg.preset:
+        from zwz_ray.eval.benchmarks import open_preset
+
+        return open_preset(cfg)
     files = find_files(cfg.path)
     kinds = {os.path.splitext(f)[1].lower() for f in files}
     if len(kinds) > 1:
@@ -318,6 +345,7 @@ def open_benchmark(cfg: BenchmarkConfig) -> Benchmark:
         for f, schema in schemas.items():
             map_columns(schema.names, fmt, cfg.columns, f)
             check_types({n: _arrow_kind(schema.field(n).type) for n in schema.names}, mapping, f)
+            _check_single_images(f, schema, mapping)
     else:
         for f in files:
             records.extend(_json_records(f))
@@ -332,4 +360,4 @@ def open_benchmark(cfg: BenchmarkConfig) -> Benchmark:
     base = inner if fs.isdir(inner) else os.path.dirname(uris.filesystem(files[0])[1])
     base_dir = uris.display(fs, base, like=cfg.path)  # relative image paths in the files resolve against it
     name = cfg.name or os.path.basename(cfg.path.rstrip("/")).rsplit(".", 1)[0]
-    return Benchmark(name, fmt, files, kind, mapping, base_dir, cfg.bbox_format, cfg.limit, records)
+    return Benchmark(name, fmt, files, kind, mapping, base_dir, cfg.bbox_format, cfg.limit, records, cfg.image_root, cfg.image_prefix)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from zwz_ray import uris
 from zwz_ray.config import EngineConfig, to_dict
+from zwz_ray.eval.benchmarks import benchmark_scores, rescore, scores_markdown
 from zwz_ray.eval.config import EvalConfig
 from zwz_ray.eval.items import view_key
 from zwz_ray.eval.loaders import Benchmark, open_benchmark
@@ -125,8 +126,9 @@ def _report(cfg: EvalConfig, bench: Benchmark, preds: dict, metrics: dict, cover
             plots[f"attention {label} #{k}"] = path
     judge = cfg.judge.label if cfg.judge else None
     refs = [m.model for m in cfg.models] + ([cfg.judge.model] if cfg.judge else [])
+    own = scores_markdown(bench.name, benchmark_scores(bench, preds))  # a preset's own breakdown
     path = uris.join(cfg.output.dir, "report.md")
-    uris.atomic_write(path, render_markdown(bench.name, metrics, coverage, plots, judge, refs))
+    uris.atomic_write(path, render_markdown(bench.name, metrics, coverage, plots, judge, refs) + "\n".join(own))
     return path
 
 
@@ -150,7 +152,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         keys |= model_keys
     labels = [m.label for m in cfg.models]
     judged = _judge(cfg, store, labels, keys) if cfg.judge else 0
-    preds = {label: _current(store.load(label), keys) for label in labels}
+    preds = {label: rescore(bench, _current(store.load(label), keys)) for label in labels}
     per_model = {label: compute_metrics(df) for label, df in preds.items()}
     coverage = {}
     if cfg.coverage.enabled:
@@ -159,6 +161,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         coverage = run_coverage(cfg, bench, fs, root)
     metrics = {"benchmark": {"name": bench.name, "format": bench.format, "path": cfg.benchmark.path},
                "judge": cfg.judge.label if cfg.judge else None, "models": per_model, "coverage": coverage,
+               "scores": benchmark_scores(bench, preds),
                "runs": {label: vars(r) for label, r in runs.items()}, "judge_requests": judged,
                "created": pd.Timestamp.now("UTC").isoformat()}
     metrics_path = uris.join(cfg.output.dir, "metrics.json")
