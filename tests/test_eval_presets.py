@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from zwz_ray.config import ConfigError, EngineConfig, ResourcesConfig, from_dict
-from zwz_ray.eval.benchmarks import PRESETS, benchmark_scores
+from zwz_ray.eval.benchmarks import PRESETS, benchmark_scores, open_any
 from zwz_ray.eval.benchmarks.countqa import parse_count
 from zwz_ray.eval.config import BenchmarkConfig, EvalConfig, InferenceConfig, OutputConfig
 from zwz_ray.eval.items import explode_views
@@ -47,7 +47,7 @@ def _items(bench) -> pd.DataFrame:
 
 
 def _open(preset: str, path, **kw):
-    return open_benchmark(BenchmarkConfig(path=str(path), preset=preset, **kw))
+    return open_any(BenchmarkConfig(path=str(path), preset=preset, **kw))
 
 
 def _scores(bench, right: set[str], view: str = "global", responses: dict | None = None) -> dict:
@@ -339,7 +339,7 @@ def test_malformed_file_names_the_column_and_the_file(tmp_path, name):
     folder.mkdir()
     write(folder)
     with pytest.raises(BenchmarkError) as err:
-        open_benchmark(BenchmarkConfig(path=str(folder), preset=name))
+        open_any(BenchmarkConfig(path=str(folder), preset=name))
     message = str(err.value)
     assert f"'{column}'" in message and str(folder) in message, message
 
@@ -347,8 +347,8 @@ def test_malformed_file_names_the_column_and_the_file(tmp_path, name):
 def test_preset_config_mistakes():
     with pytest.raises(ConfigError, match="did you mean 'hrbench_4k'"):
         from_dict(BenchmarkConfig, {"preset": "hrbench4k"})
-    with pytest.raises(ConfigError, match="no published copy"):
-        from_dict(BenchmarkConfig, {"preset": "reference"})
+    with pytest.raises(ConfigError, match="no published copy"):  # found when the benchmark opens, before Ray starts
+        open_any(from_dict(BenchmarkConfig, {"preset": "reference"}))
     with pytest.raises(ConfigError, match="distinct `name`"):
         from_dict(EvalConfig, {"suite": [{"preset": "vstar"}, {"preset": "vstar"}]})
     assert from_dict(EvalConfig, {"suite": [{"preset": "vstar"}, {"preset": "vstar", "name": "vstar-local", "path": "/x"}]})
@@ -362,10 +362,10 @@ def test_offline_hub_path_reads_the_local_cache(tmp_path, monkeypatch):
     pd.DataFrame(_hrbench_rows(1)).to_csv(snapshot / "hr_bench_4k.tsv", sep="\t", index=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    bench = open_benchmark(BenchmarkConfig(preset="hrbench_4k"))  # the preset's hf://datasets/DreamMr/HR-Bench
+    bench = open_any(BenchmarkConfig(preset="hrbench_4k"))  # the preset's hf://datasets/DreamMr/HR-Bench
     assert len(_items(bench)) == 4 and bench.files[0].startswith(str(snapshot))
     with pytest.raises(BenchmarkError, match="no local copy"):
-        open_benchmark(BenchmarkConfig(preset="mmstar"))
+        open_any(BenchmarkConfig(preset="mmstar"))
 
 
 def test_presets_read_fsspec_uris(tmp_path):
@@ -441,3 +441,10 @@ def test_suite_end_to_end(ray_session, tmp_path):
     own = single.metrics["scores"]["tiny:qwen2_5_vl"]["global"]
     assert own["average"] == pytest.approx(hr["scores"]["tiny:qwen2_5_vl"]["global"]["average"])  # same model, greedy
     assert "HR-Bench 4K: the benchmark's own scores" in (tmp_path / "single" / "report.md").read_text()
+
+
+def test_config_preset_names_match_the_registry():
+    from zwz_ray.eval.benchmarks import PRESETS
+    from zwz_ray.eval.config import PRESET_NAMES
+
+    assert tuple(sorted(PRESETS)) == PRESET_NAMES

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -9,6 +12,11 @@ from zwz_ray import uris
 from zwz_ray.config import ConfigError, EngineConfig, RayConfig, bounded, listed, section, setting, uri
 
 DEFAULT_PATH = "hf://datasets/inclusionAI/ZoomBench"
+# The benchmark presets (zwz_ray.eval.benchmarks.PRESETS; a test keeps the two equal). Named here so that a
+# mistyped preset fails while the config loads, without the config importing the benchmark readers.
+PRESET_NAMES = ("babyvision", "colorbench", "countqa", "cvbench_2d", "cvbench_3d", "hrbench_4k", "hrbench_8k", "mme_realworld",
+                "mme_realworld_cn", "mme_realworld_lite", "mmstar", "reference", "vstar", "zoombench")
+
 # Fields a benchmark row is read into; ``columns`` in the config maps them to the file's column names.
 FIELDS = ("id", "question", "answer", "image", "crop", "bbox", "category", "options")
 
@@ -34,10 +42,10 @@ class BenchmarkConfig:
     image_prefix: str = setting("/", doc="the part of those absolute paths dropped before joining them to image_root")
 
     def validate(self, where: str) -> None:
-        if self.preset:
-            from zwz_ray.eval.benchmarks import check_preset
-
-            check_preset(self, where)
+        if self.preset and self.preset not in PRESET_NAMES:
+            hint = difflib.get_close_matches(self.preset, PRESET_NAMES, n=1)
+            raise ConfigError(f"{where}.preset: unknown benchmark preset {self.preset!r}"
+                              f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; presets are {list(PRESET_NAMES)}")
         unknown = sorted(set(self.columns) - set(FIELDS))
         if unknown:
             raise ConfigError(f"{where}.columns: unknown field(s) {unknown}; fields are {list(FIELDS)}")
@@ -126,8 +134,6 @@ class EvalConfig:
 
     def validate(self, where: str) -> None:
         if self.suite:
-            from zwz_ray.eval.benchmarks.suite import check_suite
-
             check_suite(self, where)
         if not self.models:
             raise ConfigError(f"{where}.models: give at least one model to evaluate")
@@ -138,3 +144,18 @@ class EvalConfig:
         unknown = sorted(set(self.coverage.models) - set(labels))
         if unknown:
             raise ConfigError(f"{where}.coverage.models: {unknown} are not among the models {labels}")
+
+
+def suite_key(b: BenchmarkConfig) -> str:
+    """The folder and table key of one benchmark: its name, else its preset, else its file or folder name."""
+    raw = b.name or b.preset or os.path.basename(b.path.rstrip("/")).rsplit(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "benchmark"
+
+
+def check_suite(cfg: EvalConfig, where: str) -> None:
+    keys = [suite_key(b) for b in cfg.suite]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ConfigError(f"{where}.suite: benchmarks {dupes} repeat; give each a distinct `name`")
+    if cfg.coverage.enabled:
+        raise ConfigError(f"{where}.coverage: attention coverage is measured on one benchmark; run it without `suite`")

@@ -42,8 +42,8 @@ def _missing(value: Any) -> bool:
 
 
 def _resolve(path: str, base_dir: str, image_root: str = "", image_prefix: str = "/") -> str:
-    """The path rule of zwz_ray.eval.benchmarks.paths (inside the benchmark folder, absolute paths under image_root)."""
-    from zwz_ray.eval.benchmarks.paths import resolve_image_path
+    """The path rule of zwz_ray.eval.image_paths (inside the benchmark folder, absolute paths under image_root)."""
+    from zwz_ray.eval.image_paths import resolve_image_path
 
     return absolute(resolve_image_path(path, base_dir, image_root, image_prefix))
 
@@ -81,7 +81,7 @@ def image_bytes(value: Any, base_dir: str, image_root: str = "", image_prefix: s
             return read_bytes(_resolve(value.strip(), base_dir, image_root, image_prefix)), None
         except ImageDecodeError as exc:
             return None, f"{exc.reason}: {exc.detail or value}"
-        except ValueError as exc:  # the path rule (zwz_ray.eval.benchmarks.paths)
+        except ValueError as exc:  # the path rule (zwz_ray.eval.image_paths)
             return None, f"bad_path: {exc}"
     return None, f"unsupported image value of type {type(value).__name__}"
 

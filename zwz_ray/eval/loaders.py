@@ -56,7 +56,7 @@ class Benchmark:
     bbox_format: str = "xyxy"
     limit: int | None = None
     records: list[dict] = field(default_factory=list, repr=False)  # json kinds: the raw rows
-    image_root: str = ""  # absolute image paths are read under it (zwz_ray.eval.benchmarks.paths)
+    image_root: str = ""  # absolute image paths are read under it (zwz_ray.eval.image_paths)
     image_prefix: str = "/"
 
     def _normalize_kwargs(self) -> dict:
@@ -325,11 +325,10 @@ def _check_single_images(path: str, schema: pa.Schema, mapping: dict[str, str]) 
 
 
 def open_benchmark(cfg: BenchmarkConfig) -> Benchmark:
-    """Find, identify and check a benchmark; no image is read yet. A ``preset`` reads a published layout."""
+    """Find, identify and check a benchmark in the ZoomBench or generic layout; no image is read yet.
+    (A ``preset`` is read by ``zwz_ray.eval.benchmarks.open_any``.)"""
     if cfg.preset:
-        from zwz_ray.eval.benchmarks import open_preset
-
-        return open_preset(cfg)
+        raise BenchmarkError(f"{cfg.path}: benchmark.preset {cfg.preset!r} is read by zwz_ray.eval.benchmarks.open_any")
     files = find_files(cfg.path)
     kinds = {os.path.splitext(f)[1].lower() for f in files}
     if len(kinds) > 1:

@@ -14,10 +14,10 @@ import pandas as pd
 
 from zwz_ray import uris
 from zwz_ray.config import EngineConfig, to_dict
-from zwz_ray.eval.benchmarks import benchmark_scores, rescore, scores_markdown
+from zwz_ray.eval.benchmarks import benchmark_scores, open_any, rescore, scores_markdown
 from zwz_ray.eval.config import EvalConfig
 from zwz_ray.eval.items import view_key
-from zwz_ray.eval.loaders import Benchmark, open_benchmark
+from zwz_ray.eval.loaders import Benchmark
 from zwz_ray.eval.metrics import compute_metrics
 from zwz_ray.eval.stages import answer_dataset, judge_dataset
 from zwz_ray.eval.store import PREDICTION_COLUMNS, PredictionStore, answer_fingerprint, merge_predictions
@@ -135,7 +135,7 @@ def _report(cfg: EvalConfig, bench: Benchmark, preds: dict, metrics: dict, cover
 def run_eval(cfg: EvalConfig) -> EvalResult:
     """Evaluate every model of ``cfg`` on the benchmark (dual view) and write predictions, metrics and a report."""
     ensure_benchmark(cfg)
-    bench = open_benchmark(cfg.benchmark)  # schema errors surface before Ray starts
+    bench = open_any(cfg.benchmark)  # schema errors surface before Ray starts
     init_ray(cfg.ray)
     store = PredictionStore(cfg.output.dir)
     fs, root = uris.filesystem(cfg.output.dir)

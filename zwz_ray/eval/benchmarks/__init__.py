@@ -20,14 +20,15 @@ from fsspec.core import url_to_fs
 from zwz_ray.config import ConfigError
 from zwz_ray.eval.benchmarks import babyvision, colorbench, countqa, cvbench, hrbench, mme_realworld, mmstar, vstar, zoombench
 from zwz_ray.eval.benchmarks.base import LayoutError, Preset, PresetBenchmark, read_preset
-from zwz_ray.eval.benchmarks.paths import ImagePathError, hub_local_copy, resolve_image_path
+from zwz_ray.eval.benchmarks.hub import hub_local_copy
 from zwz_ray.eval.config import DEFAULT_PATH, BenchmarkConfig
-from zwz_ray.eval.loaders import BenchmarkError
+from zwz_ray.eval.image_paths import ImagePathError, resolve_image_path
+from zwz_ray.eval.loaders import Benchmark, BenchmarkError, open_benchmark
 
 PRESETS: dict[str, Preset] = {p.name: p for m in (zoombench, vstar, hrbench, mme_realworld, mmstar, cvbench, countqa, colorbench,
                                                    babyvision) for p in m.PRESETS}
 
-__all__ = ["PRESETS", "ImagePathError", "LayoutError", "Preset", "PresetBenchmark", "benchmark_scores", "check_preset",
+__all__ = ["PRESETS", "open_any", "ImagePathError", "LayoutError", "Preset", "PresetBenchmark", "benchmark_scores", "check_preset",
            "get_preset", "open_preset", "preset_path", "rescore", "resolve_image_path", "scores_markdown"]
 
 
@@ -48,6 +49,14 @@ def check_preset(cfg: BenchmarkConfig, where: str) -> None:
         raise ConfigError(f"{where}: a preset reads its own layout; drop columns {sorted(cfg.columns)} or the preset")
     if not preset.path and cfg.path == DEFAULT_PATH:
         raise ConfigError(f"{where}.path: the {cfg.preset} preset has no published copy; give the path of its files")
+
+
+def open_any(cfg: BenchmarkConfig, where: str = "benchmark") -> Benchmark:
+    """Open a benchmark: through its preset when it names one, else the ZoomBench / generic loader."""
+    if not cfg.preset:
+        return open_benchmark(cfg)
+    check_preset(cfg, where)
+    return open_preset(cfg)
 
 
 def preset_path(cfg: BenchmarkConfig) -> str:

@@ -211,12 +211,9 @@ def _convert(preset: Preset, row: dict, where: str) -> list[dict]:
     return items
 
 
-def convert_batch(batch: pd.DataFrame, preset_name: str) -> pd.DataFrame:
+def convert_batch(batch: pd.DataFrame, preset: Preset) -> pd.DataFrame:
     """Published rows -> item rows (a Ray Data batch function; rows were checked when the benchmark opened)."""
-    from zwz_ray.eval.benchmarks import get_preset
-
-    preset = get_preset(preset_name)
-    rows = [item for row in batch.to_dict("records") for item in _convert(preset, row, f"{preset_name} row")]
+    rows = [item for row in batch.to_dict("records") for item in _convert(preset, row, f"{preset.name} row")]
     return pd.DataFrame(rows, columns=list(FIELDS) + list(preset.meta))
 
 
@@ -244,7 +241,7 @@ class PresetBenchmark(Benchmark):
             fs, local = url_to_fs(path)
             with fs.open(local, "rb") as fh:
                 for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_size, columns=self.read_columns[path]):
-                    yield convert_batch(batch.to_pandas(), self.preset.name)
+                    yield convert_batch(batch.to_pandas(), self.preset)
 
     def iter_items(self, batch_size: int = 16) -> Iterator[pd.DataFrame]:
         seen = 0
@@ -271,7 +268,7 @@ class PresetBenchmark(Benchmark):
             fs, _ = url_to_fs(self.files[0])
             ds = ray.data.read_parquet([url_to_fs(f)[1] for f in self.files], filesystem=_arrow_fs(fs),
                                        columns=self.read_columns[self.files[0]])
-            ds = ds.map_batches(convert_batch, batch_format="pandas", fn_kwargs={"preset_name": self.preset.name}, batch_size=16)
+            ds = ds.map_batches(convert_batch, batch_format="pandas", fn_kwargs={"preset": self.preset}, batch_size=16)
             if self.limit:
                 ds = ds.limit(self.limit)
         return ds.map_batches(normalize_items, batch_format="pandas", fn_kwargs=self._item_kwargs(), batch_size=16)

@@ -14,8 +14,6 @@ and ``plots/summary.png``. Re-running resumes per benchmark and model.
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
 from dataclasses import dataclass, field, replace
 
@@ -23,28 +21,13 @@ import pandas as pd
 from fsspec.core import url_to_fs
 
 from zwz_ray.config import ConfigError, EngineConfig, to_dict
-from zwz_ray.eval.config import BenchmarkConfig, EvalConfig
+from zwz_ray.eval.config import EvalConfig, suite_key
 from zwz_ray.eval.items import view_key
 from zwz_ray.eval.store import PREDICTION_COLUMNS, PredictionStore, answer_fingerprint
 from zwz_ray.logs import get_logger
 
 log = get_logger(__name__)
 SEP = "\x1e"  # between a benchmark's key and an item id while the benchmarks share one pass
-
-
-def suite_key(b: BenchmarkConfig) -> str:
-    """The folder and table key of one benchmark: its name, else its preset, else its file or folder name."""
-    raw = b.name or b.preset or os.path.basename(b.path.rstrip("/")).rsplit(".", 1)[0]
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "benchmark"
-
-
-def check_suite(cfg: EvalConfig, where: str) -> None:
-    keys = [suite_key(b) for b in cfg.suite]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise ConfigError(f"{where}.suite: benchmarks {dupes} repeat; give each a distinct `name`")
-    if cfg.coverage.enabled:
-        raise ConfigError(f"{where}.coverage: attention coverage is measured on one benchmark; run it without `suite`")
 
 
 @dataclass
@@ -116,9 +99,8 @@ def _write(fs, path: str, text: str) -> None:
 
 def run_suite(cfg: EvalConfig) -> SuiteResult:
     """Evaluate every model of ``cfg`` on every benchmark of ``cfg.suite``; write the summary table."""
-    from zwz_ray.eval.benchmarks import benchmark_scores, rescore
+    from zwz_ray.eval.benchmarks import benchmark_scores, open_any, rescore
     from zwz_ray.eval.benchmarks.suite_report import summary_table, write_summary
-    from zwz_ray.eval.loaders import open_benchmark
     from zwz_ray.eval.metrics import compute_metrics
     from zwz_ray.eval.run import _current, _judge, ensure_benchmark
     from zwz_ray.runtime import init_ray
@@ -128,7 +110,7 @@ def run_suite(cfg: EvalConfig) -> SuiteResult:
     benches = {}
     for b in cfg.suite:  # every benchmark is found and checked before Ray starts
         ensure_benchmark(replace(cfg, benchmark=b))
-        benches[suite_key(b)] = open_benchmark(b)
+        benches[suite_key(b)] = open_any(b)
     init_ray(cfg.ray)
     fs, root = url_to_fs(cfg.output.dir)
     fs.makedirs(root, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Where an image path written in a benchmark file is read from, and where a hub benchmark is when offline.
+"""Where an image path written in a benchmark file is read from.
 
 * A relative path resolves against the benchmark's folder and may not leave it (``../x`` is an
   error recorded on that item, never a read outside the benchmark).
@@ -51,27 +51,3 @@ def resolve_image_path(path: str, base_dir: str, image_root: str = "", image_pre
     if prefix != "/" and norm != prefix and not norm.startswith(prefix + "/"):
         raise ImagePathError(f"absolute image path {path!r} is not under benchmark.image_prefix {image_prefix!r}")
     return _inside(image_root, norm[len(prefix):].lstrip("/") if prefix != "/" else norm.lstrip("/"), path)
-
-
-def hub_local_copy(path: str) -> str:
-    """``hf://datasets/ORG/NAME[/sub]`` -> the same files in the local Hugging Face cache when offline; else ``path``.
-
-    Online the hub is read directly; with ``HF_HUB_OFFLINE=1`` the preset reads the snapshot that
-    ``huggingface-cli download --repo-type dataset ORG/NAME`` left in the cache.
-    """
-    if not path.startswith("hf://datasets/") or os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes"):
-        return path
-    from huggingface_hub import snapshot_download
-
-    parts = path[len("hf://datasets/"):].strip("/").split("/")
-    repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
-    repo = repo.split("@", 1)[0]
-    try:
-        local = snapshot_download(repo, repo_type="dataset", local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE"))
-    except Exception as exc:  # noqa: BLE001 - the hub client raises several types for "not cached"
-        from zwz_ray.eval.loaders import BenchmarkError
-
-        raise BenchmarkError(f"{path}: offline (HF_HUB_OFFLINE=1) and no local copy in the Hugging Face cache "
-                             f"({type(exc).__name__}); run `huggingface-cli download --repo-type dataset {repo}` "
-                             "or set benchmark.path to a local copy") from exc
-    return os.path.join(local, sub) if sub else local
