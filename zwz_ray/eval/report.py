@@ -112,9 +112,9 @@ def render_markdown(benchmark: str, metrics: dict, coverage: dict, plots: dict[s
     for label, m in metrics.items():
         gap = m.get("zooming_gap")
         lat = m["latency"].get("global", {}).get("latency_s", {})
-        rows.append([label, str(m["n_items"]), _view_cell(m["views"], "global"), _view_cell(m["views"], "regional"),
+        rows.append([label, m.get("protocol", "-"), str(m["n_items"]), _view_cell(m["views"], "global"), _view_cell(m["views"], "regional"),
                      f"{100 * gap['gap']:+.2f}" if gap else "-", f"{lat.get('mean', float('nan')):.3f}" if lat else "-"])
-    lines += ["## Summary", ""] + _table(["model", "items", "global", "regional", "zooming gap", "s / item"], rows) + [""]
+    lines += ["## Summary", ""] + _table(["model", "protocol", "items", "global", "regional", "zooming gap", "s / item"], rows) + [""]
     lines += _dimension_section(metrics) + _kind_section(metrics) + _rule_section(metrics)
     if coverage:
         lines += ["## Attention coverage", "", "Share of the attention (last prompt token -> image tokens) inside the "
