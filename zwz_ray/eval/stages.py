@@ -144,6 +144,13 @@ class JudgeStage:
         return pd.DataFrame(rows, columns=list(batch.columns))
 
 
+def rule_options(inference: InferenceConfig, zoombench: bool) -> dict:
+    """How :func:`apply_rules` reads answers under the protocol: the extraction policy, and whether
+    multiple-choice letters are matched (always, except ZoomBench under the reference protocol)."""
+    p = inference.protocol_settings()
+    return {"policy": p.extraction, "letters": p.zoombench_letters or not zoombench}
+
+
 def answer_dataset(items, model: EngineConfig, inference: InferenceConfig, done: set[str], zoombench: bool = False):
     """The lazy Ray Dataset of new predictions of one model over the benchmark items (``zoombench``: the
     benchmark is ZoomBench, whose letters the reference protocol does not match)."""
@@ -158,9 +165,7 @@ def answer_dataset(items, model: EngineConfig, inference: InferenceConfig, done:
         batch_format="pandas",
         **map_batches_kwargs(res, actors=True),
     )
-    p = inference.protocol_settings()
-    rules = {"model": model.label, "fingerprint": answer_fingerprint(model, inference), "policy": p.extraction,
-             "letters": p.zoombench_letters or not zoombench}
+    rules = {"model": model.label, "fingerprint": answer_fingerprint(model, inference), **rule_options(inference, zoombench)}
     return answered.map_batches(apply_rules, batch_format="pandas", fn_kwargs=rules)
 
 
