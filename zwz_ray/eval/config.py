@@ -176,7 +176,7 @@ class EvalConfig:
     models: list[EngineConfig] = section(lambda: [EngineConfig()], doc="the evaluated models (labels must be unique)")
     judge: EngineConfig | None = setting(None, doc="text LLM for answers the rules cannot decide; null: rules only")
     judge_options: JudgeOptions = section(JudgeOptions, doc="how the judge is asked")
-    inference: InferenceConfig = section(InferenceConfig, doc="views and sampling of the evaluated models")
+    inference: InferenceConfig = section(InferenceConfig, doc="the evaluation protocol (reference | fast), views, and settings overridden on top of it")
     coverage: CoverageConfig = section(CoverageConfig, doc="attention coverage")
     output: OutputConfig = section(OutputConfig, doc="predictions, metrics and report")
     ray: RayConfig = section(RayConfig, doc="the Ray runtime")
