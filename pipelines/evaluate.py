@@ -41,7 +41,7 @@ def summary(result) -> list[str]:
         views, gap, run = m["views"], m.get("zooming_gap"), result.runs[label]
         lines.append(f"{label}: global {pct(views.get('global', {}).get('accuracy'))}  regional "
                      f"{pct(views.get('regional', {}).get('accuracy'))}  gap {pct(gap['gap']) if gap else '-'}  "
-                     f"({run.requests} new answers, {run.previously_answered} reused)")
+                     f"({run.requests} new answers, {run.previously_answered} reused; protocol {m.get('protocol', '-')})")
     return [*lines, f"report: {result.report_path or '(disabled)'}", f"metrics: {result.metrics_path}"]
 
 

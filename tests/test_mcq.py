@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 import zwz_ray
-from zwz_ray.prompts import MCQ_INSTRUCTION, overlay_question
+from zwz_ray.config import ConfigError, load_config
+from zwz_ray.prompts import MCQ_INSTRUCTION, RED_BOX_INSTRUCTION, overlay_question
+from zwz_ray.replies import parse_options, read_letter
+from zwz_ray.synth.config import MCQConfig, SynthConfig
 from zwz_ray.synth.stages.base import stable_seed
-from zwz_ray.synth.stages.s10_mcq import MCQ, build_mcq, clean_distractors, index_of, letter_of
+from zwz_ray.synth.stages.s10_mcq import MCQ, MCQAssembly, build_mcq, clean_distractors, index_of, letter_of
 
 ROOT = str(Path(zwz_ray.__file__).resolve().parents[1])
 QUESTION = overlay_question("What color is the cap on the water bottle?")
@@ -43,10 +46,11 @@ def test_build_mcq_shape():
     assert sorted(mcq.options) == ["black", "blue", "red", "white"]
     assert mcq.options[mcq.correct_index] == "blue"
     assert mcq.answer_letter == "ABCD"[mcq.correct_index]
-    lines = mcq.problem.splitlines()
-    assert lines[:2] == QUESTION.splitlines()
-    assert lines[2:6] == [f"{letter}. {opt}" for letter, opt in zip("ABCD", mcq.options)]
-    assert lines[6] == MCQ_INSTRUCTION
+    # the paper's layout: question (+ blank line + red-box instruction), blank line, options, blank line, instruction
+    blocks = mcq.problem.split("\n\n")
+    assert blocks[:2] == ["What color is the cap on the water bottle?", RED_BOX_INSTRUCTION]
+    assert blocks[2].splitlines() == [f"{letter}. {opt}" for letter, opt in zip("ABCD", mcq.options)]
+    assert blocks[3] == MCQ_INSTRUCTION and len(blocks) == 4
 
 
 def test_build_mcq_is_deterministic_per_seed():
@@ -102,3 +106,56 @@ def test_letters():
             index_of(bad)
     with pytest.raises(ValueError):
         letter_of(-1)
+
+
+# --------------------------------------------------------------------------- layout (the text the student trains on)
+
+
+def test_reference_layout():
+    """The released training set's layout: question, blank line, instruction, blank line, options, blank line, letter instruction."""
+    mcq = build_mcq(overlay_question("How many cups?"), "2", ["1", "3", "4"], seed=5)
+    opts = "\n".join(f"{letter}. {o}" for letter, o in zip("ABCD", mcq.options))
+    assert mcq.problem == (
+        "How many cups?\n\nAnswer using only what lies inside the red bounding box drawn on the image."
+        f"\n\n{opts}\n\nAnswer with the option's letter from the given choices."
+    )
+
+
+def test_layout_is_configurable_and_still_readable():
+    """A compact layout from the config changes the text; the options and the letter still read back."""
+    cfg = MCQConfig(instruction="Reply with the letter only.", block_separator="\n", option_format="({letter}) {text}")
+    stage = MCQAssembly(cfg)
+    question = overlay_question("What colour?", "Look inside the box.", "\n")
+    row = {"source": "img.jpg", "object_index": 0, "question": "What colour?", "overlay_question": question,
+           "answer_text": "blue", "distractors": ["red", "white", "black"]}
+    out = stage.process([row])[0][0]
+    lines = out["problem"].splitlines()
+    assert lines[:2] == ["What colour?", "Look inside the box."] and lines[-1] == "Reply with the letter only."
+    assert "" not in lines and lines[2].startswith("(A) ")
+    options = parse_options(out["problem"])
+    assert list(options.values()) == out["options"] and options[out["answer"]] == "blue"
+    assert read_letter(f"The answer is ({out['answer']})", "ABCD") == out["answer"]
+
+
+def test_default_layout_parses_back():
+    mcq = build_mcq(QUESTION, "blue", ["red", "white", "black"], seed=2)
+    assert list(parse_options(mcq.problem).values()) == mcq.options
+
+
+@pytest.mark.parametrize("override, message", [
+    ("mcq.option_format='{text}'", "option_format must contain"),
+    ("mcq.option_format='{letter}) {text} {extra}'", "unknown field"),
+    ("overlay.instruction=' '", "overlay.instruction is empty"),
+])
+def test_bad_layout_is_a_config_error(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(SynthConfig, None, ["input.paths=[x]", override])
+
+
+def test_layout_comes_from_the_config():
+    """YAML's double quotes give a real newline; the stage lays the problem out with it."""
+    cfg = load_config(SynthConfig, None, ["input.paths=[x]", 'mcq.block_separator="\\n"'])
+    assert cfg.mcq.block_separator == "\n" and SynthConfig().mcq.block_separator == "\n\n"
+    row = {"source": "s", "object_index": 0, "question": "Q?", "overlay_question": "Q?", "answer_text": "2",
+           "distractors": ["1", "3", "4"]}
+    assert "\n\n" not in MCQAssembly(cfg.mcq).process([row])[0][0]["problem"]

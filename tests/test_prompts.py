@@ -41,6 +41,8 @@ RENDERED = {
     "distractor": lambda: prompts.distractor_prompt(QUESTION, "blue", n=3),
     "mcq_problem": lambda: prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"]),
     "judge_equivalence": lambda: prompts.judge_equivalence_prompt("How many birds are on the wire?", "5", "five birds"),
+    "judge_yes_no": lambda: prompts.judge_yes_no_prompt("How many birds are on the wire?", "5", "five birds"),
+    "reference_system": lambda: prompts.reference_system_prompt(),
     "difficulty": lambda: prompts.difficulty_prompt(
         prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"])
     ),
@@ -73,18 +75,22 @@ def test_every_snapshot_has_a_prompt():
 def test_prompts_are_clean():
     for name, render in RENDERED.items():
         text = render()
-        assert text == text.strip() and "  " not in text.replace("\n", " "), name
+        assert text == text.strip() and all("  " not in line and line == line.strip() for line in text.splitlines()), name
+        assert "\n\n\n" not in text, name
         assert "{" not in text or "JSON" in text, f"{name}: unformatted placeholder?"
 
 
 def test_mcq_problem_letters_and_instruction():
     text = prompts.mcq_problem("Q?", ["x", "y", "z", "w"])
-    assert text.splitlines() == ["Q?", "A. x", "B. y", "C. z", "D. w", prompts.MCQ_INSTRUCTION]
+    assert text.splitlines() == ["Q?", "", "A. x", "B. y", "C. z", "D. w", "", prompts.MCQ_INSTRUCTION]
+    compact = prompts.mcq_problem("Q?", ["x", "y"], "Pick one.", "\n", "({letter}) {text}")
+    assert compact.splitlines() == ["Q?", "(A) x", "(B) y", "Pick one."]
 
 
-def test_overlay_question_appends_red_box_instruction():
-    assert prompts.overlay_question(" Q? ") == f"Q?\n{prompts.RED_BOX_INSTRUCTION}"
-    assert "red box" in prompts.RED_BOX_INSTRUCTION
+def test_overlay_question_appends_red_box_instruction_after_a_blank_line():
+    assert prompts.overlay_question(" Q? ") == f"Q?\n\n{prompts.RED_BOX_INSTRUCTION}"
+    assert "inside the red bounding box" in prompts.RED_BOX_INSTRUCTION and "only" in prompts.RED_BOX_INSTRUCTION
+    assert prompts.overlay_question("Q?", "Mind the box.", "\n") == "Q?\nMind the box."
 
 
 def test_vlm_grounding_rejects_unknown_coords():

@@ -129,5 +129,5 @@ def test_eval_report_states_units_and_caveat():
     text = report.render_markdown("zoombench_demo", metrics, {}, {"per-dimension accuracy": "plots/per_dimension.png"},
                                   None, ["tiny:qwen2_5_vl"])
     assert text.index("# Evaluation on zoombench_demo") < text.index("**Random weights.**") < text.index("## Summary")
-    assert "| model | items | global (%) | regional (%) | zooming gap (pts) | s / item |" in text
+    assert "| model | protocol | items | global (%) | regional (%) | zooming gap (pts) | s / item |" in text
     assert "Random weights" not in report.render_markdown("zb", metrics, {}, {}, None, ["Qwen/Qwen2.5-VL-7B-Instruct"])

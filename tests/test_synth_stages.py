@@ -215,7 +215,7 @@ def test_overlay_draws_the_expanded_red_box_once_per_object(scene):
     # 5% of the 200 px box = 10 px out on each side: the 5-px line starts at x=190 and y=290
     assert img.getpixel((190, 400)) == (255, 0, 0) and img.getpixel((194, 400)) == (255, 0, 0)
     assert img.getpixel((300, 290)) == (255, 0, 0)
-    assert out[0]["overlay_question"] == "How many dots?\nFocus only on the objects inside the red box."
+    assert out[0]["overlay_question"] == "How many dots?\n\nAnswer using only what lies inside the red bounding box drawn on the image."
 
 
 def test_output_ids_are_stable_and_distinct(scene):

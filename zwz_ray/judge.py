@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from zwz_ray.engines import ChatRequest, SamplingParams, parse_json, user_message
-from zwz_ray.prompts import judge_equivalence_prompt
+from zwz_ray.prompts import judge_equivalence_prompt, judge_yes_no_prompt
 
 EVAL_EQUIVALENCE_SCHEMA = {
     "type": "object",
@@ -37,19 +37,27 @@ def parse_equivalence(text: str) -> bool | None:
 
 
 class LLMJudge:
-    """Asks a text model whether an undecided answer means the same as the reference."""
+    """Asks a text model whether an undecided answer means the same as the reference.
 
-    def __init__(self, engine, max_tokens: int = 64):
+    ``decision``: ``json`` asks for ``{"equivalent": bool}`` under structured output; ``yes_no`` asks for a
+    plain Yes or No in free text (the reference evaluation protocol).
+    """
+
+    def __init__(self, engine, max_tokens: int = 64, decision: str = "json"):
+        if decision not in ("json", "yes_no"):
+            raise ValueError(f"decision must be 'json' or 'yes_no', got {decision!r}")
         self.engine = engine
         self.max_tokens = max_tokens
+        self.decision = decision
 
     def requests(self, rows: list[dict]) -> list:
         sampling = SamplingParams(n=1, temperature=0.0, max_tokens=self.max_tokens, seed=0)
+        prompt = judge_yes_no_prompt if self.decision == "yes_no" else judge_equivalence_prompt
         return [
             ChatRequest(
-                messages=[user_message(judge_equivalence_prompt(r["question"], r["answer"], r["extracted"] or ""))],
+                messages=[user_message(prompt(r["question"], r["answer"], r["extracted"] or ""))],
                 sampling=sampling,
-                json_schema=EVAL_EQUIVALENCE_SCHEMA,
+                json_schema=EVAL_EQUIVALENCE_SCHEMA if self.decision == "json" else None,
                 request_id=f"judge:{r.get('id', i)}:{r.get('view', '')}",
             )
             for i, r in enumerate(rows)

@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-PROMPT_VERSION = "2026-11-24.1"
+PROMPT_VERSION = "2026-12-01.1"
 
 # --------------------------------------------------------------------------- student (train, eval, difficulty filter)
 
@@ -47,7 +47,13 @@ BOX_COORDS = ("absolute", "relative1000")
 # Stage 6 shows the teacher two images, in this order.
 VALIDATION_IMAGE_ORDER = ("full", "crop")
 
-RED_BOX_INSTRUCTION = "Focus only on the objects inside the red box."
+# Stage 9's instruction, in our words: the released training set (inclusionAI/ZwZ-RL-VQA) appends its own
+# one-sentence instruction at this place and in this layout; set ``overlay.instruction`` to that sentence to
+# reproduce its rows exactly.
+RED_BOX_INSTRUCTION = "Answer using only what lies inside the red bounding box drawn on the image."
+# The paper's blocks are separated by a blank line (``overlay.separator``, ``mcq.block_separator``).
+BLOCK_SEPARATOR = "\n\n"
+OPTION_FORMAT = "{letter}. {text}"
 
 
 def proposal_prompt(max_objects: int = 20) -> str:
@@ -151,9 +157,10 @@ def equivalence_prompt(question: str, a: str, b: str) -> str:
     )
 
 
-def overlay_question(question: str) -> str:
-    """Stage 9: the question as asked on the full image with the red box drawn on it."""
-    return f"{question.strip()}\n{RED_BOX_INSTRUCTION}"
+def overlay_question(question: str, instruction: str = RED_BOX_INSTRUCTION, separator: str = BLOCK_SEPARATOR) -> str:
+    """Stage 9: the question as asked on the full image with the red box drawn on it: the question,
+    a blank line (``separator``), then the red-box instruction."""
+    return f"{question.strip()}{separator}{instruction.strip()}"
 
 
 def distractor_prompt(question: str, answer: str, n: int = 3) -> str:
@@ -169,12 +176,21 @@ def distractor_prompt(question: str, answer: str, n: int = 3) -> str:
     )
 
 
-def mcq_problem(question: str, options: list[str]) -> str:
-    """Stage 10: the multiple-choice problem text (options lettered A, B, C, ...)."""
-    lines = [question.strip()]
-    lines += [f"{chr(ord('A') + i)}. {str(opt).strip()}" for i, opt in enumerate(options)]
-    lines.append(MCQ_INSTRUCTION)
-    return "\n".join(lines)
+def mcq_problem(question: str, options: list[str], instruction: str = MCQ_INSTRUCTION, separator: str = BLOCK_SEPARATOR,
+                option_format: str = OPTION_FORMAT) -> str:
+    """Stage 10: the multiple-choice problem: the question, the options (one ``option_format`` line
+    each, lettered A, B, C, ...) and the instruction, as three blocks joined by ``separator``.
+
+    Raises ``ValueError`` when ``option_format`` lacks ``{letter}`` or ``{text}`` or names another field.
+    """
+    if "{letter}" not in option_format or "{text}" not in option_format:
+        raise ValueError(f"option_format must contain {{letter}} and {{text}}, got {option_format!r}")
+    try:
+        lines = [option_format.format(letter=chr(ord("A") + i), text=str(opt).strip()) for i, opt in enumerate(options)]
+    except (KeyError, IndexError) as exc:
+        raise ValueError(f"option_format {option_format!r} names an unknown field {exc}") from None
+    blocks = [question.strip(), "\n".join(lines), instruction.strip()]
+    return separator.join(b for b in blocks if b)
 
 
 def difficulty_prompt(problem: str) -> str:
@@ -232,4 +248,30 @@ def judge_equivalence_prompt(question: str, reference: str, candidate: str) -> s
     )
 
 
+def judge_yes_no_prompt(question: str, reference: str, candidate: str) -> str:
+    """Evaluation, ``reference`` protocol: the judge answers a plain Yes or No (read by
+    :func:`zwz_ray.judge.parse_equivalence`), as the published evaluation asks it."""
+    return (
+        "Decide whether a response to a question about an image gives the same answer as the reference answer.\n"
+        f"Question: {question.strip()}\n"
+        f"Reference answer: {reference.strip()}\n"
+        f"Response: {candidate.strip()}\n"
+        "If the response means the same as the reference answer, output Yes; otherwise output No. "
+        "Output only Yes or No."
+    )
+
+
 # --------------------------------------------------------------------------- evaluation judge (zwz_ray.eval) - end
+
+# --------------------------------------------------------------------------- evaluation protocols (zwz_ray.eval)
+
+
+def reference_system_prompt() -> str:
+    """Evaluation, ``reference`` protocol: the system turn. It asks for the reasoning first and the final
+    answer inside ``<answer></answer>``; the user turn is then the benchmark's question as it is."""
+    return (
+        "You are a helpful assistant. First think the problem through step by step, then give the user "
+        "the final answer. Put the reasoning first and the final answer inside <answer></answer> tags, "
+        "like this: reasoning here <answer>final answer here</answer>"
+    )
+

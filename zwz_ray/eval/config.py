@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -56,20 +57,88 @@ class BenchmarkConfig:
             raise ConfigError(f"{where}.generate_if_missing only works with a local path (or memory://), not {self.path!r}")
 
 
+# --------------------------------------------------------------------------- protocols
+# ``inference.protocol`` picks how every model is asked and judged. ``reference`` is the published
+# setting (the paper's ``mm-eval`` scripts): a system turn asking for reasoning then <answer> tags, the
+# raw question, Qwen3's recommended sampling, seed 42, 8192 new tokens, 65,536..16,777,216 pixels, the
+# "eval" extraction, a plain yes/no judge (Qwen3-30B-A3B-Instruct-2507 at temperature 0), and no letter
+# matching on ZoomBench. ``fast`` is greedy with the student prompt and short answers: cheap, and
+# deterministic, but its numbers do not sit beside the published ones.
+
+REFERENCE_JUDGE = "Qwen/Qwen3-30B-A3B-Instruct-2507"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything a protocol decides; :meth:`InferenceConfig.protocol_settings` resolves it."""
+
+    name: str
+    prompt: Literal["student", "reference"]  # student: the student prompt, no system turn; reference: system turn + raw question
+    temperature: float
+    top_p: float
+    top_k: int | None
+    presence_penalty: float
+    repetition_penalty: float
+    seed: int
+    max_tokens: int
+    min_pixels: int | None  # None: each model's own setting
+    max_pixels: int | None
+    extraction: str  # a zwz_ray.replies extraction policy
+    judge_prompt: Literal["json", "yes_no"]
+    zoombench_letters: bool  # letter matching on ZoomBench's multiple-choice items (other MCQ benchmarks always)
+    judge_model: str | None = None  # the judge the protocol was published with (recorded, compared)
+
+
+PROTOCOLS = {
+    "fast": Protocol("fast", "student", 0.0, 1.0, None, 0.0, 1.0, 0, 256, None, None, "default", "json", True),
+    "reference": Protocol("reference", "reference", 0.7, 0.8, 20, 1.5, 1.0, 42, 8192, 65_536, 16_777_216, "eval",
+                          "yes_no", False, REFERENCE_JUDGE),
+}
+# Settings a config may override on top of its protocol (null: the protocol's value).
+OVERRIDABLE = ("max_tokens", "temperature", "top_p", "top_k", "presence_penalty", "repetition_penalty", "seed",
+               "min_pixels", "max_pixels")
+
+
 @dataclass
 class InferenceConfig:
-    """How every evaluated model answers: the student prompt, greedy by default."""
+    """How every evaluated model is asked: a protocol preset, plus any setting overridden on top of it."""
 
+    protocol: Literal["fast", "reference"] = setting("fast", doc=(
+        "reference: the published setting (system prompt + <answer> tags, T 0.7, top_p 0.8, top_k 20, presence 1.5, "
+        "seed 42, 8192 tokens, 65,536..16,777,216 pixels, yes/no judge, no ZoomBench letter matching); fast: greedy, "
+        "the student prompt, 256 tokens"))
     views: list[str] = listed("global", "regional", doc="global (the full image) and/or regional (the crop)")
-    max_tokens: int = bounded(256, 1, doc="generation limit")
-    temperature: float = bounded(0.0, 0.0, 2.0, doc="sampling temperature; 0: greedy")
-    top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
-    seed: int = setting(0, doc="sampling seed")
+    max_tokens: int | None = bounded(None, 1, doc="generation limit; null: the protocol's (reference 8192, fast 256)")
+    temperature: float | None = bounded(None, 0.0, 2.0, doc="sampling temperature; 0: greedy; null: the protocol's")
+    top_p: float | None = bounded(None, 0.0, 1.0, doc="nucleus sampling mass; null: the protocol's")
+    top_k: int | None = bounded(None, -1, doc="keep the k most likely tokens (0/-1: off); null: the protocol's")
+    presence_penalty: float | None = bounded(None, -2.0, 2.0, doc="presence penalty (0: off); null: the protocol's")
+    repetition_penalty: float | None = bounded(None, 0.01, doc="repetition penalty (1: off); null: the protocol's")
+    seed: int | None = setting(None, doc="sampling seed; null: the protocol's (reference 42)")
+    min_pixels: int | None = bounded(None, 1, doc="image pixel floor for every model; null: the protocol's (fast: the model's)")
+    max_pixels: int | None = bounded(None, 1, doc="image pixel ceiling for every model; null: the protocol's (fast: the model's)")
 
     def validate(self, where: str) -> None:
         bad = [v for v in self.views if v not in ("global", "regional")]
         if bad or not self.views:
             raise ConfigError(f"{where}.views must be a non-empty subset of ['global', 'regional'], got {self.views}")
+        p = self.protocol_settings()
+        if p.min_pixels is not None and p.max_pixels is not None and p.min_pixels > p.max_pixels:
+            raise ConfigError(f"{where}: min_pixels {p.min_pixels} > max_pixels {p.max_pixels}")
+
+    def overrides(self) -> dict:
+        """The settings this config changes on top of its protocol."""
+        preset = PROTOCOLS[self.protocol]
+        return {k: getattr(self, k) for k in OVERRIDABLE if getattr(self, k) is not None and getattr(self, k) != getattr(preset, k)}
+
+    def protocol_settings(self) -> Protocol:
+        """The protocol with this config's overrides applied."""
+        return dataclasses.replace(PROTOCOLS[self.protocol], **self.overrides())
+
+    def describe(self) -> str:
+        """The protocol's name, with its overrides: ``reference`` or ``fast (max_tokens=24)``."""
+        extra = ", ".join(f"{k}={v}" for k, v in self.overrides().items())
+        return f"{self.protocol} ({extra})" if extra else self.protocol
 
 
 @dataclass
@@ -124,7 +193,7 @@ class EvalConfig:
     models: list[EngineConfig] = section(lambda: [EngineConfig()], doc="the evaluated models (labels must be unique)")
     judge: EngineConfig | None = setting(None, doc="text LLM for answers the rules cannot decide; null: rules only")
     judge_options: JudgeOptions = section(JudgeOptions, doc="how the judge is asked")
-    inference: InferenceConfig = section(InferenceConfig, doc="views and sampling of the evaluated models")
+    inference: InferenceConfig = section(InferenceConfig, doc="the evaluation protocol (reference | fast), views, and settings overridden on top of it")
     coverage: CoverageConfig = section(CoverageConfig, doc="attention coverage")
     output: OutputConfig = section(OutputConfig, doc="predictions, metrics and report")
     ray: RayConfig = section(RayConfig, doc="the Ray runtime")

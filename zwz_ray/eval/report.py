@@ -221,9 +221,9 @@ def _summary_section(r: EvalReportInput) -> list[str]:
     for label, m in r.metrics.items():
         gap = m.get("zooming_gap")
         lat = m["latency"].get("global", {}).get("latency_s", {})
-        rows.append([label, str(m["n_items"]), _view_cell(m["views"], "global"), _view_cell(m["views"], "regional"),
+        rows.append([label, m.get("protocol", "-"), str(m["n_items"]), _view_cell(m["views"], "global"), _view_cell(m["views"], "regional"),
                      f"{100 * gap['gap']:+.2f}" if gap else "-", f"{lat.get('mean', float('nan')):.3f}" if lat else "-"])
-    header = ["model", "items", "global (%)", "regional (%)", "zooming gap (pts)", "s / item"]
+    header = ["model", "protocol", "items", "global (%)", "regional (%)", "zooming gap (pts)", "s / item"]
     return ["## Summary", "", *_table(header, rows), ""]
 
 

@@ -19,7 +19,7 @@ from zwz_ray.eval.config import EvalConfig
 from zwz_ray.eval.items import view_key
 from zwz_ray.eval.loaders import Benchmark
 from zwz_ray.eval.metrics import compute_metrics
-from zwz_ray.eval.stages import answer_dataset, judge_dataset
+from zwz_ray.eval.stages import answer_dataset, judge_dataset, protocol_record
 from zwz_ray.eval.store import PREDICTION_COLUMNS, PredictionStore, answer_fingerprint, merge_predictions
 from zwz_ray.eval.writers import make_benchmark_fixture
 from zwz_ray.logs import get_logger
@@ -65,7 +65,7 @@ def ensure_benchmark(cfg: EvalConfig) -> None:
         make_benchmark_fixture(b.path, b.fixture_items, b.fixture_seed)
 
 
-def _answer_model(model: EngineConfig, items, store: PredictionStore, cfg: EvalConfig) -> tuple[ModelRun, set[str]]:
+def _answer_model(model: EngineConfig, items, store: PredictionStore, cfg: EvalConfig, zoombench: bool = False) -> tuple[ModelRun, set[str]]:
     """One inference pass; returns the run summary and every (item, view) key of the benchmark."""
     label, res = model.label, model.resources
     require_gpus(res.num_gpus * res.min_replicas, f"evaluating {label}")
@@ -74,7 +74,7 @@ def _answer_model(model: EngineConfig, items, store: PredictionStore, cfg: EvalC
     log.info("%s: %d (item, view) answers already stored with these settings", label, len(done))
     start, keys = time.perf_counter(), set()
     with Progress(f"evaluating {label}", "answers") as progress:
-        for batch in answer_dataset(items, model, cfg.inference, done).iter_batches(batch_format="pandas", batch_size=None):
+        for batch in answer_dataset(items, model, cfg.inference, done, zoombench).iter_batches(batch_format="pandas", batch_size=None):
             keys.update(view_key(str(i), str(v)) for i, v in zip(batch["id"], batch["view"]))
             new = batch[~batch["done"].astype(bool)]
             run.requests += int(new["sent"].astype(bool).sum())
@@ -95,7 +95,8 @@ def _judge(cfg: EvalConfig, store: PredictionStore, labels: list[str], keys: set
     if todo.empty:
         return 0
     require_gpus(cfg.judge.resources.num_gpus * cfg.judge.resources.min_replicas, "the LLM judge")
-    judged = judge_dataset(todo[PREDICTION_COLUMNS], cfg.judge, cfg.judge_options.max_tokens).to_pandas()
+    decision = cfg.inference.protocol_settings().judge_prompt
+    judged = judge_dataset(todo[PREDICTION_COLUMNS], cfg.judge, cfg.judge_options.max_tokens, decision).to_pandas()
     for label in labels:
         mine = judged[judged["model"] == label]
         if len(mine):
@@ -148,20 +149,20 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     items = bench.dataset()
     runs, keys = {}, set()
     for model in cfg.models:
-        runs[model.label], model_keys = _answer_model(model, items, store, cfg)
+        runs[model.label], model_keys = _answer_model(model, items, store, cfg, bench.format == "zoombench")
         keys |= model_keys
     labels = [m.label for m in cfg.models]
     judged = _judge(cfg, store, labels, keys) if cfg.judge else 0
     preds = {label: rescore(bench, _current(store.load(label), keys)) for label in labels}
-    per_model = {label: compute_metrics(df) for label, df in preds.items()}
+    per_model = {label: {**compute_metrics(df), "protocol": cfg.inference.describe()} for label, df in preds.items()}
     coverage = {}
     if cfg.coverage.enabled:
         from zwz_ray.eval.coverage_pass import run_coverage
 
         coverage = run_coverage(cfg, bench, fs, root)
     metrics = {"benchmark": {"name": bench.name, "format": bench.format, "path": cfg.benchmark.path},
-               "judge": cfg.judge.label if cfg.judge else None, "models": per_model, "coverage": coverage,
-               "scores": benchmark_scores(bench, preds),
+               "protocol": protocol_record(cfg), "judge": cfg.judge.label if cfg.judge else None, "models": per_model,
+               "coverage": coverage, "scores": benchmark_scores(bench, preds),
                "runs": {label: vars(r) for label, r in runs.items()}, "judge_requests": judged,
                "created": pd.Timestamp.now("UTC").isoformat()}
     metrics_path = uris.join(cfg.output.dir, "metrics.json")

@@ -8,24 +8,43 @@ with the text judge).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pandas as pd
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.eval.config import InferenceConfig
+from zwz_ray.eval.config import InferenceConfig, Protocol
 from zwz_ray.eval.items import explode_views
 from zwz_ray.eval.store import PREDICTION_COLUMNS, answer_fingerprint
-from zwz_ray.prompts import student_prompt
+from zwz_ray.logs import get_logger
+from zwz_ray.prompts import reference_system_prompt, student_prompt
 from zwz_ray.replies import judge_answer
 from zwz_ray.resources import map_batches_kwargs
+
+log = get_logger(__name__)
 
 ANSWER_OUT = ["id", "view", "question", "answer", "category", "is_mcq", "options", "response", "error", "sent", "done",
               "latency_s", "batch_latency_s", "answered_at", "prompt_tokens", "completion_tokens", "finish_reason"]
 
 
+def protocol_engine(engine: EngineConfig, protocol: Protocol) -> EngineConfig:
+    """The model's engine config with the protocol's image pixel bounds (a protocol that sets none keeps the model's)."""
+    bounds = {k: getattr(protocol, k) for k in ("min_pixels", "max_pixels") if getattr(protocol, k) is not None}
+    return dataclasses.replace(engine, **bounds) if bounds else engine
+
+
+def protocol_messages(question: str, image, protocol: Protocol) -> list[dict]:
+    """The conversation a protocol sends: the student prompt alone, or the reference's system turn + the raw question."""
+    from zwz_ray.engines import system_message, user_message
+
+    if protocol.prompt == "reference":
+        return [system_message(reference_system_prompt()), user_message(question.strip(), [image])]
+    return [user_message(student_prompt(question), [image])]
+
+
 class ViewAnswerer:
-    """Ray Data UDF (actor): one model answers (item, view) rows with the student prompt.
+    """Ray Data UDF (actor): one model answers (item, view) rows as the protocol asks.
 
     The engine is built on the first non-empty batch, so a pass with nothing left to answer
     never loads the model.
@@ -37,11 +56,12 @@ class ViewAnswerer:
         self.engine = None
 
     def _requests(self, rows: list[dict]) -> list:
-        from zwz_ray.engines import ChatRequest, SamplingParams, user_message
+        from zwz_ray.engines import ChatRequest, SamplingParams
 
-        inf = self.inference
-        sampling = SamplingParams(n=1, temperature=inf.temperature, top_p=inf.top_p, max_tokens=inf.max_tokens, seed=inf.seed)
-        return [ChatRequest(messages=[user_message(student_prompt(r["question"]), [r["image"]])], sampling=sampling,
+        p = self.inference.protocol_settings()
+        sampling = SamplingParams(n=1, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, seed=p.seed,
+                                  top_k=p.top_k, presence_penalty=p.presence_penalty, repetition_penalty=p.repetition_penalty)
+        return [ChatRequest(messages=protocol_messages(r["question"], r["image"], p), sampling=sampling,
                             request_id=f"{r['id']}:{r['view']}") for r in rows]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +72,7 @@ class ViewAnswerer:
             if self.engine is None:
                 from zwz_ray.engines import build_engine
 
-                self.engine = build_engine(self.engine_config)
+                self.engine = build_engine(protocol_engine(self.engine_config, self.inference.protocol_settings()))
             start = time.perf_counter()
             results = self.engine.chat(self._requests(todo))
             elapsed = time.perf_counter() - start
@@ -73,8 +93,13 @@ class ViewAnswerer:
                 "finish_reason": res.finish_reasons[0] if res.finish_reasons else None}
 
 
-def apply_rules(batch: pd.DataFrame, model: str, fingerprint: str = "") -> pd.DataFrame:
-    """The rule part of the judging cascade on every answered row."""
+def apply_rules(batch: pd.DataFrame, model: str, fingerprint: str = "", policy: str = "default",
+                letters: bool = True) -> pd.DataFrame:
+    """The rule part of the judging cascade on every answered row.
+
+    ``policy``: how the answer is extracted; ``letters=False`` judges multiple-choice items as open answers
+    (rules on the text, then the LLM), never by the letter (the reference protocol on ZoomBench).
+    """
     out = []
     for r in batch.to_dict("records"):
         row = {k: r.get(k) for k in PREDICTION_COLUMNS + ["sent", "done"] if k in r}
@@ -85,7 +110,8 @@ def apply_rules(batch: pd.DataFrame, model: str, fingerprint: str = "") -> pd.Da
             row.update(extracted=None, correct=False, rule="error")
         else:
             options = {chr(65 + i): str(o) for i, o in enumerate(r["options"])} if r.get("options") is not None else {}
-            v = judge_answer(r.get("response"), r.get("answer") or "", is_mcq=bool(r.get("is_mcq")), options=options)
+            v = judge_answer(r.get("response"), r.get("answer") or "", is_mcq=letters and bool(r.get("is_mcq")), options=options,
+                             policy=policy)
             row.update(extracted=v.extracted, correct=v.correct, rule=v.rule)
         row["verdict"] = "correct" if row["correct"] else "incorrect"
         out.append(row)
@@ -95,9 +121,10 @@ def apply_rules(batch: pd.DataFrame, model: str, fingerprint: str = "") -> pd.Da
 class JudgeStage:
     """Ray Data UDF (actor): the LLM judge decides the rows the rules left undecided."""
 
-    def __init__(self, engine: EngineConfig, max_tokens: int = 64):
+    def __init__(self, engine: EngineConfig, max_tokens: int = 64, decision: str = "json"):
         self.engine_config = engine
         self.max_tokens = max_tokens
+        self.decision = decision  # json: {"equivalent": bool}; yes_no: a plain Yes or No (the reference protocol)
         self.judge = None
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -108,7 +135,7 @@ class JudgeStage:
                 from zwz_ray.engines import build_engine
                 from zwz_ray.judge import LLMJudge
 
-                self.judge = LLMJudge(build_engine(self.engine_config), self.max_tokens)
+                self.judge = LLMJudge(build_engine(self.engine_config), self.max_tokens, self.decision)
             for i, (equivalent, text) in zip(todo, self.judge.decide([rows[i] for i in todo])):
                 rows[i]["judge_output"] = text
                 if equivalent is not None:
@@ -117,8 +144,16 @@ class JudgeStage:
         return pd.DataFrame(rows, columns=list(batch.columns))
 
 
-def answer_dataset(items, model: EngineConfig, inference: InferenceConfig, done: set[str]):
-    """The lazy Ray Dataset of new predictions of one model over the benchmark items."""
+def rule_options(inference: InferenceConfig, zoombench: bool) -> dict:
+    """How :func:`apply_rules` reads answers under the protocol: the extraction policy, and whether
+    multiple-choice letters are matched (always, except ZoomBench under the reference protocol)."""
+    p = inference.protocol_settings()
+    return {"policy": p.extraction, "letters": p.zoombench_letters or not zoombench}
+
+
+def answer_dataset(items, model: EngineConfig, inference: InferenceConfig, done: set[str], zoombench: bool = False):
+    """The lazy Ray Dataset of new predictions of one model over the benchmark items (``zoombench``: the
+    benchmark is ZoomBench, whose letters the reference protocol does not match)."""
     res = model.resources
     views = items.map_batches(explode_views, batch_format="pandas", fn_kwargs={"views": list(inference.views),
                                                                                 "done": frozenset(done)})
@@ -130,11 +165,11 @@ def answer_dataset(items, model: EngineConfig, inference: InferenceConfig, done:
         batch_format="pandas",
         **map_batches_kwargs(res, actors=True),
     )
-    rules = {"model": model.label, "fingerprint": answer_fingerprint(model, inference)}
+    rules = {"model": model.label, "fingerprint": answer_fingerprint(model, inference), **rule_options(inference, zoombench)}
     return answered.map_batches(apply_rules, batch_format="pandas", fn_kwargs=rules)
 
 
-def judge_dataset(predictions: pd.DataFrame, judge: EngineConfig, max_tokens: int):
+def judge_dataset(predictions: pd.DataFrame, judge: EngineConfig, max_tokens: int, decision: str = "json"):
     import ray
 
     res = judge.resources
@@ -144,7 +179,19 @@ def judge_dataset(predictions: pd.DataFrame, judge: EngineConfig, max_tokens: in
     parts = [predictions.iloc[i:i + step] for i in range(0, len(predictions), step)] or [predictions]
     return ray.data.from_pandas(parts).map_batches(
         JudgeStage,
-        fn_constructor_kwargs={"engine": judge, "max_tokens": max_tokens},
+        fn_constructor_kwargs={"engine": judge, "max_tokens": max_tokens, "decision": decision},
         batch_format="pandas",
         **map_batches_kwargs(res, actors=True),
     )
+
+
+def protocol_record(cfg) -> dict:
+    """What ``metrics.json`` says about the protocol behind its numbers: the name, every resolved setting,
+    the overrides, the judge, and whether that judge is the one the protocol was published with."""
+    p = cfg.inference.protocol_settings()
+    judge = cfg.judge.model if cfg.judge else None
+    as_published = p.judge_model is None or judge == p.judge_model
+    if not as_published:
+        log.warning("protocol %s was published with the judge %s; this run judges with %s", p.name, p.judge_model, judge)
+    return {"name": p.name, "label": cfg.inference.describe(), "settings": dataclasses.asdict(p),
+            "overrides": cfg.inference.overrides(), "judge": judge, "judge_as_published": as_published}

@@ -25,6 +25,7 @@ from zwz_ray.config import (
     uri_list,
 )
 from zwz_ray.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from zwz_ray.prompts import MCQ_INSTRUCTION, OPTION_FORMAT, RED_BOX_INSTRUCTION, mcq_problem
 
 
 @dataclass
@@ -33,8 +34,12 @@ class InputConfig:
 
     paths: list[str] = uri_list(doc="local folders (recursive), files, globs or fsspec URIs (s3://...)")
     min_side: int = bounded(1200, 0, doc="reject images whose width OR height is <= this (paper: 1200)")
-    max_images: int | None = setting(None, doc="a seeded random subset of this size; null: every image")
-    sample_seed: int = setting(0, doc="seed of that subset (a larger max_images gives a superset)")
+    max_images: int | None = setting(None, doc=(
+        "a seeded random subset of this many USABLE images (drawn after the size/readability filter, as the paper); "
+        "null: every image"))
+    sample_seed: int = setting(42, doc="seed of that subset (paper: 42; a larger max_images gives a superset)")
+    probe_threads: int = bounded(16, 1, doc="max_images: image headers read in parallel on the driver")
+    probe_batch: int = bounded(64, 1, doc="max_images: most headers read per round (in rank order, stops at max_images usable)")
     max_pixels: int = bounded(DEFAULT_MAX_PIXELS, 1, doc="refuse to decode larger images (decompression bombs)")
     max_bytes: int = bounded(DEFAULT_MAX_BYTES, 1, doc="refuse to read larger files")
     generate_demo: bool = setting(False, doc="laptop only: write the demo scenes (see `demo`) and add them to `paths`")
@@ -153,10 +158,14 @@ class OverlayConfig:
     expand_frac: float = bounded(0.05, 0.0, doc="the drawn box is the grounded box grown by this fraction")
     width: int = bounded(5, 1, doc="line width in pixels")
     color: list[int] = listed(255, 0, 0, doc="RGB colour of the box")
+    instruction: str = setting(RED_BOX_INSTRUCTION, doc="appended to the question: only what is inside the red box counts")
+    separator: str = setting("\n\n", doc="between the question and the instruction (paper: a blank line; compact: \"\\n\")")
 
     def validate(self, where: str) -> None:
         if len(self.color) != 3 or not all(0 <= c <= 255 for c in self.color):
             raise ConfigError(f"{where}.color must be three integers 0..255, got {self.color}")
+        if not self.instruction.strip():
+            raise ConfigError(f"{where}.instruction is empty: the student must be told the red box is what matters")
 
 
 @dataclass
@@ -168,6 +177,16 @@ class MCQConfig:
     temperature: float = bounded(0.7, 0.0, doc="sampling temperature")
     top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
     max_tokens: int = bounded(256, 1, doc="generation limit")
+    # The problem's layout (assembly); the paper's: question, blank line, "A. x" per line, blank line, instruction.
+    instruction: str = setting(MCQ_INSTRUCTION, doc="the problem's last line, asking for the option's letter")
+    block_separator: str = setting("\n\n", doc="between question, options and instruction (paper: a blank line; compact: \"\\n\")")
+    option_format: str = setting(OPTION_FORMAT, doc="one option line; {letter} and {text} are filled in")
+
+    def validate(self, where: str) -> None:
+        try:
+            mcq_problem("Q?", ["x", "y"], self.instruction, self.block_separator, self.option_format)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 @dataclass

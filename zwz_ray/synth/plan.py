@@ -41,7 +41,7 @@ _VOLATILE = {"resources", "device", "max_batch_requests", "max_concurrency", "ti
              "base_url", "gpu_memory_utilization", "kv_cache_memory_bytes", "enforce_eager", "tensor_parallel_size",
              "max_prompts_per_forward"}
 _VOLATILE_SECTIONS = {"ray", "output", "demo", "cpu"}
-_VOLATILE_INPUT = {"paths", "max_images", "generate_demo"}
+_VOLATILE_INPUT = {"paths", "max_images", "generate_demo", "probe_threads", "probe_batch"}
 
 
 @dataclass

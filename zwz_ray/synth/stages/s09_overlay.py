@@ -1,5 +1,7 @@
 """Stage 9, red-box overlay: the box (expanded, clamped) drawn on the full image; the question
-asks about the box.
+asks about the box: after a blank line (``overlay.separator``) comes the instruction that only the
+objects inside the red bounding box matter for the answer (``overlay.instruction``; the default is the
+released training set's wording).
 
 Stateless: Ray Data runs it as many small tasks.
 """
@@ -39,5 +41,5 @@ class Overlay(Stage):
             overlay = draw_box_overlay(image, row["bbox"], width=cfg.width, color=tuple(cfg.color), expand_frac=cfg.expand_frac)
             drawn[key] = encode_image(overlay, "PNG")
         row["image"] = drawn[key]
-        row["overlay_question"] = overlay_question(row["question"])
+        row["overlay_question"] = overlay_question(row["question"], self.cfg.instruction, self.cfg.separator)
         return row

@@ -1,7 +1,10 @@
 """Stage 10: multiple-choice items from a verified answer and teacher-written distractors.
 
 :class:`Distractors` asks the teacher for wrong options while it looks at the overlay image;
-:class:`MCQAssembly` shuffles the answer among the cleaned distractors (seeded), letters A-D.
+:class:`MCQAssembly` shuffles the answer among the cleaned distractors (seeded), letters A-D, and lays
+the problem out as the paper does: the question (with its red-box instruction), a blank line, one
+"A. x" line per option, a blank line, the instruction to answer with the letter (``mcq.instruction``,
+``mcq.block_separator``, ``mcq.option_format``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 
 from zwz_ray.config import EngineConfig
 from zwz_ray.engines import ChatRequest, as_pil, user_message
-from zwz_ray.prompts import distractor_prompt, mcq_problem
+from zwz_ray.prompts import BLOCK_SEPARATOR, MCQ_INSTRUCTION, OPTION_FORMAT, distractor_prompt, mcq_problem
 from zwz_ray.replies import normalize_answer
 from zwz_ray.synth.config import MCQConfig
 from zwz_ray.synth.stages.base import QUESTION, ModelStage, Stage, bounded_array, bounded_string, json_object, sampling, stable_seed
@@ -69,8 +72,10 @@ class MCQ:
     correct_index: int
 
 
-def build_mcq(question: str, correct: str, distractors: list, seed: int, n: int = 3) -> MCQ:
-    """The correct answer shuffled among ``n`` cleaned distractors (seeded), as an MCQ.
+def build_mcq(question: str, correct: str, distractors: list, seed: int, n: int = 3, *, instruction: str = MCQ_INSTRUCTION,
+              separator: str = BLOCK_SEPARATOR, option_format: str = OPTION_FORMAT) -> MCQ:
+    """The correct answer shuffled among ``n`` cleaned distractors (seeded), as an MCQ laid out by
+    :func:`zwz_ray.prompts.mcq_problem` (the layout keywords are the ``mcq`` config's).
 
     Raises ``ValueError`` when fewer than ``n`` usable distractors remain (the stage records
     the drop reason ``too_few_distractors``).
@@ -84,7 +89,7 @@ def build_mcq(question: str, correct: str, distractors: list, seed: int, n: int 
     options = [options[i] for i in order]
     correct_index = order.index(0)
     return MCQ(
-        problem=mcq_problem(question, options),
+        problem=mcq_problem(question, options, instruction, separator, option_format),
         answer_letter=letter_of(correct_index),
         options=options,
         correct_index=correct_index,
@@ -139,7 +144,9 @@ class MCQAssembly(Stage):
     def _assemble(self, row: dict) -> dict:
         seed = stable_seed(row["source"], row["object_index"], row["question"], base_seed=self.cfg.seed)
         try:
-            mcq = build_mcq(row["overlay_question"], row["answer_text"], row["distractors"], seed, self.cfg.n_distractors)
+            mcq = build_mcq(row["overlay_question"], row["answer_text"], row["distractors"], seed, self.cfg.n_distractors,
+                            instruction=self.cfg.instruction, separator=self.cfg.block_separator,
+                            option_format=self.cfg.option_format)
         except ValueError as exc:
             return self.drop(row, "too_few_distractors", f"{exc}; candidates {row['distractors']}")
         row.update(problem=mcq.problem, answer=mcq.answer_letter, options=mcq.options)
