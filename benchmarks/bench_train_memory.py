@@ -120,8 +120,10 @@ def worker(config: dict) -> None:
 
     from zwz_ray.config import from_dict
     from zwz_ray.train.config import DistillConfig
-    from zwz_ray.train.data import ListRows
     from zwz_ray.train.loop import DistillLoop, WorkerContext
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from train_rows import ListRows  # in-memory rows, shared with the tests
 
     torch.set_num_threads(1)
     context = ray.train.get_context()

@@ -102,8 +102,8 @@ def worker(config: dict) -> None:
     """Each Ray Train worker: every case, both loads; results into ``<out>/rank<r>.pt``."""
     import ray.train
     import ray.train.torch
+    from train_rows import ListRows
 
-    from zwz_ray.train.data import ListRows
     from zwz_ray.train.loop import DistillLoop, WorkerContext
 
     context = ray.train.get_context()
