@@ -102,6 +102,8 @@ def worker(config: dict) -> None:
     """Each Ray Train worker: every case, both loads; results into ``<out>/rank<r>.pt``."""
     import ray.train
     import ray.train.torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # this module travels by value; its helper does not
     from train_rows import ListRows
 
     from zwz_ray.train.loop import DistillLoop, WorkerContext
