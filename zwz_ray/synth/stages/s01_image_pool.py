@@ -15,10 +15,10 @@ def select_images(cfg: SynthConfig) -> list[str]:
     With ``input.max_images`` a seeded subset is taken; the ranking depends only on
     (seed, path), so a larger ``max_images`` selects a superset of a smaller one.
     """
-    if not cfg.input.paths and not cfg.input.generate_demo:
+    if not cfg.input.paths and not cfg.input.demo_enabled:
         raise ImageInputError("input.paths is empty: give image folders, files, globs or URIs (or set input.generate_demo)")
     paths = [absolute(p) for p in cfg.input.paths]
-    if cfg.input.generate_demo:
+    if cfg.input.demo_enabled:
         from zwz_ray.demo import ensure_demo_images
 
         demo = cfg.demo
