@@ -73,8 +73,11 @@ def locate_rows(path: str, key: str = "data.path") -> RowFiles:
         raise ConfigError(f"{key}: {path!r} ({kind}) holds no rows" + (" (see its stats.json)" if kind != "parquet" else ""))
     rows = RowFiles(path, kind, "", [uris.display(fs, f, like=path) for f in files])
     for file, shown in zip(files, rows.files):
-        with fs.open(file, "rb") as fh:
-            meta = pq.ParquetFile(fh).metadata
+        try:
+            with fs.open(file, "rb") as fh:
+                meta = pq.ParquetFile(fh).metadata
+        except (OSError, pa.ArrowException) as exc:
+            raise ConfigError(f"{key}: {shown} is not a readable parquet file: {exc}") from None
         layout = _layout(set(meta.schema.to_arrow_schema().names))
         if layout is None:
             names = sorted(meta.schema.to_arrow_schema().names)
