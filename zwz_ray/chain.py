@@ -42,11 +42,13 @@ class ChainOutputConfig:
 
 # Keys of the job sections that the chain sets itself (and what from). Where a user writes one of them
 # (in the chain's config file or with --set) with another value than the chain's, that is a config error.
+_FROM_OUT = "from output.dir; set output.dir instead"
+_FROM_RAY = "from the top-level ray section; set ray.* instead"
 OWNED = {
-    "synth.output.dir": "output.dir", "distill.data.path": "output.dir", "distill.output.dir": "output.dir",
-    "distill.checkpoint.storage_path": "output.dir", "evaluate.output.dir": "output.dir",
-    "synth.ray": "ray", "distill.ray": "ray", "evaluate.ray": "ray",
-    "evaluate.models": "distill.student and the distilled export",
+    "synth.output.dir": _FROM_OUT, "distill.data.path": _FROM_OUT, "distill.output.dir": _FROM_OUT,
+    "distill.checkpoint.storage_path": _FROM_OUT, "evaluate.output.dir": _FROM_OUT,
+    "synth.ray": _FROM_RAY, "distill.ray": _FROM_RAY, "evaluate.ray": _FROM_RAY,
+    "evaluate.models": "the base is distill.student, the distilled student the chain's export; set distill.student instead",
 }
 
 
@@ -107,12 +109,11 @@ def check_owned(given: R2IConfig, ran: R2IConfig, written: set[str]) -> None:
             continue
         if key == "evaluate.models":  # the template list itself: one engine, whose model the chain replaces
             if len(given.evaluate.models) != 1:
-                raise ConfigError(f"evaluate.models: the chain evaluates {OWNED[owner]} with the engine settings of one "
-                                  f"template model; give one, not {len(given.evaluate.models)}")
+                raise ConfigError("evaluate.models: the chain evaluates the base and the distilled student with the engine "
+                                  f"settings of one template model; give one, not {len(given.evaluate.models)}")
             continue
         if _get(mine, key) != _get(theirs, key):
-            raise ConfigError(f"{key}: the chain sets it (to {_get(theirs, key)!r}, from {OWNED[owner]}); "
-                              f"remove it, or change {OWNED[owner]} instead")
+            raise ConfigError(f"{key}: the chain sets it (to {_get(theirs, key)!r}, {OWNED[owner]})")
 
 
 @dataclass
