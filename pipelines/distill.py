@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from zwz_ray.cli import Job
+from zwz_ray.preflight import DataError
 from zwz_ray.train import DistillConfig, DistillResult, run_distill
 
 CONFIG_CLASS = DistillConfig
@@ -22,7 +23,7 @@ def summary(result: DistillResult) -> list[str]:
             f"summary: {result.summary_path}"]
 
 
-JOB = Job("distill", DistillConfig, "distill", run_distill, summary)
+JOB = Job("distill", DistillConfig, "distill", run_distill, summary, errors=(DataError,))
 
 
 def main(argv: list[str] | None = None) -> int:

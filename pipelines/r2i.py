@@ -12,6 +12,9 @@ import sys
 
 from zwz_ray.chain import R2IConfig, R2IResult, run_r2i
 from zwz_ray.cli import Job
+from zwz_ray.eval.loaders import BenchmarkError
+from zwz_ray.images import ImageInputError
+from zwz_ray.preflight import DataError
 
 CONFIG_CLASS = R2IConfig
 
@@ -24,7 +27,7 @@ def summary(result: R2IResult) -> list[str]:
     return [*lines, f"report: {result.report_path}"]
 
 
-JOB = Job("r2i", R2IConfig, "r2i", run_r2i, summary)
+JOB = Job("r2i", R2IConfig, "r2i", run_r2i, summary, errors=(DataError, ImageInputError, BenchmarkError))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,6 +69,7 @@ def test_outputs_exist(first_run):
     for name in ("per_dimension", "zooming_gap", "latency"):
         assert os.path.getsize(os.path.join(out, "plots", f"{name}.png")) > 1000
     assert result.runs[MODEL].requests == 9 and result.runs[MODEL].previously_answered == 0
+    assert result.runs[MODEL].model_loads >= 1 and not result.runs[MODEL].skipped
 
 
 def test_coverage_outputs(first_run):
@@ -81,12 +82,18 @@ def test_coverage_outputs(first_run):
 def test_resume_sends_nothing_then_only_new_items(first_run):
     cfg, first = first_run
     before = pd.read_parquet(os.path.join(cfg.output.dir, "predictions", "tiny_qwen2_5_vl.parquet"))
-    again = run_eval(_config(cfg.benchmark.path, cfg.output.dir))
+    again = run_eval(_config(cfg.benchmark.path, cfg.output.dir, coverage=True))
     assert again.runs[MODEL].requests == 0 and again.runs[MODEL].previously_answered == 9
+    # nothing new: the model is never loaded, the attention coverage of the first run is reused
+    assert again.runs[MODEL].model_loads == 0 and again.runs[MODEL].skipped
+    assert again.metrics["runs"][MODEL]["model_loads"] == 0
+    cov, first_cov = again.metrics["coverage"][MODEL], first.metrics["coverage"][MODEL]
+    assert cov["reused"] and not first_cov["reused"] and cov["mean"] == first_cov["mean"]
     assert again.metrics["models"][MODEL]["views"] == first.metrics["models"][MODEL]["views"]
     write_zoombench(cfg.benchmark.path, _rows(5) + _rows(2, start=5)[:2])  # the benchmark grows by two items
     grown = run_eval(_config(cfg.benchmark.path, cfg.output.dir))
     assert grown.runs[MODEL].requests == 3  # item 5 (no crop): 1 view, item 6: 2 views
+    assert grown.runs[MODEL].model_loads >= 1 and not grown.runs[MODEL].skipped
     after = pd.read_parquet(os.path.join(cfg.output.dir, "predictions", "tiny_qwen2_5_vl.parquet"))
     assert len(after) == 12
     old = after.merge(before, on=["id", "view"], suffixes=("", "_before"))

@@ -57,3 +57,47 @@ def test_remote_output_dir_keeps_its_scheme():
     assert path == f"{root}/predictions/m.parquet" and store.path("m") == path
     assert PredictionStore(root).load("m")["id"].tolist() == ["1"]
     assert not store.fs.exists(f"{root}/predictions/.parts/m")
+
+
+def test_the_fingerprint_follows_the_model_content_not_its_path(tmp_path):
+    """The distilled model always lands at <out>/distill/model: new weights there must not reuse old answers,
+    the same weights written again (a rerun's export) must."""
+    import os
+    import shutil
+
+    from zwz_ray.eval.store import model_identity
+
+    model = tmp_path / "distill" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    (model / "model.safetensors").write_bytes(b"weights-1" * 1000)
+    fp = answer_fingerprint(EngineConfig(model=str(model)), InferenceConfig())
+    assert model_identity(str(model)).startswith("sha256:")
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)  # the same bytes elsewhere: the same model
+    assert answer_fingerprint(EngineConfig(model=str(copy)), InferenceConfig()) == fp
+    (model / "model.safetensors").write_bytes(b"weights-1" * 1000)  # re-exported, same bytes, new mtime
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    assert answer_fingerprint(EngineConfig(model=str(model)), InferenceConfig()) == fp
+    (model / "model.safetensors").write_bytes(b"weights-2" * 1000)  # re-distilled: other weights
+    changed = answer_fingerprint(EngineConfig(model=str(model)), InferenceConfig())
+    assert changed != fp
+    store = PredictionStore(str(tmp_path / "eval"))
+    store.save("distilled", _rows([1, 2], fp=fp))
+    assert store.done_keys("distilled", changed) == set()  # every stored answer is stale
+
+
+def test_remote_model_identity_follows_its_files():
+    import uuid
+
+    import fsspec
+
+    from zwz_ray.eval.store import model_identity
+
+    root = f"memory://zwz-model-{uuid.uuid4().hex}/model"
+    fs = fsspec.filesystem("memory")
+    fs.pipe(f"{root}/model.safetensors", b"a" * 10)
+    first = model_identity(root)
+    fs.pipe(f"{root}/model.safetensors", b"b" * 11)
+    assert first.startswith(root + "@") and model_identity(root) != first
+    assert model_identity("tiny:qwen3_vl") == "tiny:qwen3_vl" and model_identity("Qwen/Qwen3-VL-8B-Instruct") == "Qwen/Qwen3-VL-8B-Instruct"

@@ -10,7 +10,7 @@ from PIL import Image
 from synth_rows import new_row
 
 from pipelines.synthesize import main
-from zwz_ray.config import load_config
+from zwz_ray.config import ConfigError, load_config
 from zwz_ray.images import ImageInputError, encode_image
 from zwz_ray.synth.columns import to_table
 from zwz_ray.synth.config import CropConfig, InputConfig, OverlayConfig, SynthConfig
@@ -98,18 +98,26 @@ def synth_config(tmp_path, *paths):
 
 
 def test_missing_paths_fail_at_start_up(tmp_path):
-    with pytest.raises(ImageInputError, match="nowhere"):
+    with pytest.raises(ConfigError, match="input.paths.0.: image path .*nowhere.* does not exist"):
         run_synthesis(synth_config(tmp_path, tmp_path / "nowhere"))
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(ImageInputError, match="no images"):
+    with pytest.raises(ConfigError, match="holds no image"):
         run_synthesis(synth_config(tmp_path, tmp_path / "empty_dir"))
+    (tmp_path / "only_text").mkdir()
+    (tmp_path / "only_text" / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match="holds no image"):
+        run_synthesis(synth_config(tmp_path, tmp_path / "only_text"))
+    with pytest.raises(ImageInputError, match="no images"):  # a glob matching only non-images: found when listing
+        run_synthesis(synth_config(tmp_path, str(tmp_path / "only_text" / "*")))
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_reports_input_errors(tmp_path, capsys):
-    sets = [f"input.paths=[{tmp_path / 'nowhere'}]", "input.generate_demo=false", f"output.dir={tmp_path / 'out'}"]
+    # the laptop config (the default) has generate_demo: auto, so given paths turn the demo scenes off
+    sets = [f"input.paths=[{tmp_path / 'nowhere'}]", f"output.dir={tmp_path / 'out'}"]
     assert main([a for s in sets for a in ("--set", s)]) == 2
-    assert "image path not found" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("config error: input.paths[0]: image path") and "does not exist" in err[0]
     with pytest.raises(SystemExit):
         main(["--set", "consensus.threshold=2"])
 

@@ -195,11 +195,13 @@ def test_qwen3_vl_with_frozen_vision_and_activation_checkpointing(tmp_path, proc
     assert type(exported).__name__ == "Qwen3VLForConditionalGeneration"
 
 
-def test_too_few_rows_fail_before_training(tmp_path, ray_session):
+def test_too_few_rows_fail_before_training(tmp_path):
+    """Counted from the parquet footers before Ray starts (tests/test_startup.py checks no Ray starts)."""
+    from zwz_ray.config import ConfigError
     from zwz_ray.train import run_distill
 
     write_rows(tmp_path, good_rows(1))
-    with pytest.raises(ValueError, match="fewer than one global batch"):
+    with pytest.raises(ConfigError, match="data.path: .* holds 1 rows, fewer than one global batch"):
         run_distill(config(tmp_path))
 
 

@@ -1,9 +1,9 @@
 """The whole R2I chain in one Ray job: synthesis -> distillation -> evaluation -> one report.
 
-The synthesis dataset goes straight into the distillation ``TorchTrainer``. With
-``output.persist_rows`` (the default) the rows are also written under ``<output.dir>/synth``, which
-makes the synthesis resumable and lets the trainer read them back; without it the lazy synthesis
-dataset streams into the trainer and nothing is written between the two. The base student and the
+With ``output.persist_rows`` (the default) the rows are written under ``<output.dir>/synth``, which
+makes the synthesis resumable, and the trainer reads the committed rows back from there; without it the
+lazy synthesis dataset streams into the ``TorchTrainer`` and nothing is written between the two. Every
+path is checked before Ray starts (:func:`preflight`). The base student and the
 distilled student are then evaluated side by side on the configured benchmark.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import ray
 
@@ -20,12 +21,14 @@ from zwz_ray.chain_report import BASE_LABEL, DISTILLED_LABEL
 from zwz_ray.config import ConfigError, EngineConfig, RayConfig, section, setting, to_dict, uri
 from zwz_ray.eval.config import EvalConfig
 from zwz_ray.logs import get_logger
+from zwz_ray.preflight import DataError
 from zwz_ray.runtime import init_ray
 from zwz_ray.synth.config import SynthConfig
 from zwz_ray.train.config import DistillConfig
 
 log = get_logger(__name__)
 
+EXPORT_DIR = "model"  # where distillation exports under its output.dir (zwz_ray.train.export.MODEL_DIR; that module loads torch)
 
 
 @dataclass
@@ -36,25 +39,80 @@ class ChainOutputConfig:
     persist_rows: bool = setting(True, doc="also write the synthesis rows (resumable); false: stream them into the trainer only")
 
 
+# Keys of the job sections that the chain sets itself (and what from). Where a user writes one of them
+# (in the chain's config file or with --set) with another value than the chain's, that is a config error.
+_FROM_OUT = "from output.dir; set output.dir instead"
+_FROM_RAY = "from the top-level ray section; set ray.* instead"
+OWNED = {
+    "synth.output.dir": _FROM_OUT, "distill.data.path": _FROM_OUT, "distill.output.dir": _FROM_OUT,
+    "distill.checkpoint.storage_path": _FROM_OUT, "evaluate.output.dir": _FROM_OUT,
+    "synth.ray": _FROM_RAY, "distill.ray": _FROM_RAY, "evaluate.ray": _FROM_RAY,
+    "evaluate.models": "the base is distill.student, the distilled student the chain's export; set distill.student instead",
+}
+
+
 @dataclass
 class R2IConfig:
     """One chain: the three job configs plus where the chain writes.
 
     The chain sets the jobs' output folders (``synth/``, ``distill/``, ``eval/`` under ``output.dir``),
-    the distillation's data (the synthesis dataset) and the evaluated models (base + distilled student);
-    what those sections say for them is replaced.
+    their Ray runtime (``ray``), the distillation's data (the synthesis output) and the evaluated models
+    (base + distilled student, with the engine settings of ``evaluate.models[0]``). Values that a job's
+    own config file (``_base_``) gives for these keys are replaced; the same keys written in the chain's
+    config or with ``--set`` must agree with the chain (see :meth:`as_run`).
     """
 
     output: ChainOutputConfig = section(ChainOutputConfig, doc="where the chain writes")
-    synth: SynthConfig = section(SynthConfig, doc="the synthesis job (its output.dir is set by the chain)")
-    distill: DistillConfig = section(DistillConfig, doc="the distillation job (its data and output folders are set by the chain)")
-    evaluate: EvalConfig = section(EvalConfig, doc="the evaluation job; models[0] is the engine template for both students")
+    synth: SynthConfig = section(SynthConfig, doc="the synthesis job (its output.dir and ray are set by the chain)")
+    distill: DistillConfig = section(
+        DistillConfig, doc="the distillation job (its data, output, checkpoint storage and ray are set by the chain)")
+    evaluate: EvalConfig = section(
+        EvalConfig, doc="the evaluation job; models[0] is the engine template for both students (output and ray set by the chain)")
     evaluate_base: bool = setting(True, doc="also evaluate the student before distillation")
     ray: RayConfig = section(RayConfig, doc="the Ray runtime of every job")
 
     def validate(self, where: str) -> None:
         if not self.evaluate.models:
             raise ConfigError("evaluate.models needs one engine: it is the template for the evaluated students")
+
+    def as_run(self, written: set[str] | None = None) -> R2IConfig:
+        """This config with the job settings the chain makes: what runs, and what is recorded and printed.
+
+        ``written``: the keys the user wrote (the chain's file and ``--set``); one of :data:`OWNED` among them
+        whose value differs from the chain's is a ConfigError naming the key and where the chain takes it from.
+        """
+        synth, distill = job_configs(self)
+        ran = replace(self, synth=synth, distill=distill,
+                      evaluate=eval_config(self, uris.join(distill.output.dir, EXPORT_DIR)))
+        if written:
+            check_owned(self, ran, written)
+        return ran
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if isinstance(tree, list):
+            tree = tree[int(part)] if part.isdigit() and int(part) < len(tree) else None
+        elif isinstance(tree, dict):
+            tree = tree.get(part)
+        else:
+            return None
+    return tree
+
+
+def check_owned(given: R2IConfig, ran: R2IConfig, written: set[str]) -> None:
+    mine, theirs = to_dict(given), to_dict(ran)
+    for key in sorted(written):
+        owner = next((k for k in OWNED if key == k or key.startswith(k + ".")), None)
+        if owner is None:
+            continue
+        if key == "evaluate.models":  # the template list itself: one engine, whose model the chain replaces
+            if len(given.evaluate.models) != 1:
+                raise ConfigError("evaluate.models: the chain evaluates the base and the distilled student with the engine "
+                                  f"settings of one template model; give one, not {len(given.evaluate.models)}")
+            continue
+        if _get(mine, key) != _get(theirs, key):
+            raise ConfigError(f"{key}: the chain sets it (to {_get(theirs, key)!r}, {OWNED[owner]})")
 
 
 @dataclass
@@ -70,7 +128,8 @@ def job_configs(cfg: R2IConfig) -> tuple[SynthConfig, DistillConfig]:
     synth = replace(cfg.synth, output=replace(cfg.synth.output, dir=uris.join(out, "synth")), ray=cfg.ray)
     distill = replace(
         cfg.distill,
-        data=replace(cfg.distill.data, path=uris.join(out, "synth", "kept")),
+        # persisted rows are read back from the synthesis output; streamed rows never touch data.path
+        data=replace(cfg.distill.data, path=uris.join(out, "synth") if cfg.output.persist_rows else None),
         output=replace(cfg.distill.output, dir=uris.join(out, "distill")),
         checkpoint=replace(cfg.distill.checkpoint, storage_path=uris.join(out, "distill", "runs")),
         ray=cfg.ray,
@@ -88,16 +147,26 @@ def eval_config(cfg: R2IConfig, export_dir: str) -> EvalConfig:
     return replace(cfg.evaluate, models=models, output=output, ray=cfg.ray)
 
 
-def synthesize(cfg: R2IConfig, synth_cfg: SynthConfig) -> tuple[ray.data.Dataset, dict]:
-    """Run synthesis; return the kept rows as a Ray Dataset and the synthesis stats."""
+def preflight(cfg: R2IConfig) -> None:
+    """Every path the chain reads and every place it writes, before Ray starts (its own sub-folders exempt)."""
+    from zwz_ray.preflight import check_eval, check_model, check_synthesis, check_writable_dir
+
+    check_writable_dir("output.dir", cfg.output.dir)
+    check_synthesis(cfg.synth, output=False, prefix="synth.")
+    check_model("distill.student", cfg.distill.student)
+    check_eval(cfg.evaluate, models=False, output=False, prefix="evaluate.")
+
+
+def synthesize(cfg: R2IConfig, synth_cfg: SynthConfig) -> tuple[ray.data.Dataset | None, dict]:
+    """Run synthesis; return the stats and, when the rows are not persisted, the lazy dataset of kept rows."""
     if cfg.output.persist_rows:
         from zwz_ray.synth import run_synthesis
 
         result = run_synthesis(synth_cfg)
         log.info("synthesis: %s", result.summary().splitlines()[0])
         if result.kept_rows == 0:
-            raise RuntimeError(f"synthesis kept no rows; see {uris.join(result.output_dir, 'stats.json')} for the drop reasons")
-        return ray.data.read_parquet(uris.join(result.output_dir, "kept")), result.stats
+            raise DataError(f"synthesis kept no rows; see {uris.join(result.output_dir, 'stats.json')} for the drop reasons")
+        return None, result.stats  # distillation reads the committed rows of synth/ (its data.path)
     from zwz_ray.synth import build_synthesis
 
     ds = build_synthesis(synth_cfg).dataset()
@@ -110,9 +179,11 @@ def run_r2i(cfg: R2IConfig) -> R2IResult:
     from zwz_ray.eval import run_eval
     from zwz_ray.train import run_distill
 
+    cfg = cfg.as_run()  # idempotent: what the CLI already did, for Python callers
+    preflight(cfg)
     init_ray(cfg.ray)
     timings: dict[str, float] = {}
-    synth_cfg, distill_cfg = job_configs(cfg)
+    synth_cfg, distill_cfg = cfg.synth, cfg.distill
 
     t0 = time.perf_counter()
     dataset, synth_stats = synthesize(cfg, synth_cfg)
@@ -125,7 +196,8 @@ def run_r2i(cfg: R2IConfig) -> R2IResult:
         raise RuntimeError("distillation exported no model (set distill.output.export: true) so there is nothing to evaluate")
 
     t0 = time.perf_counter()
-    evaluated = run_eval(eval_config(cfg, distilled.export_dir))
+    evaluated = run_eval(replace(cfg.evaluate, models=[
+        replace(m, model=distilled.export_dir) if m.name == DISTILLED_LABEL else m for m in cfg.evaluate.models]))
     timings["evaluation_s"] = time.perf_counter() - t0
 
     summary = {

@@ -6,7 +6,10 @@ is absent (an installed package without the repository). ``--print-config`` prin
 exits; ``--explain`` prints every key with its value, its one-line meaning and its default.
 
 Local paths in the config are made absolute once, here, before the job runs (see
-:func:`zwz_ray.config.resolve_paths`). A configuration mistake exits with status 2 and one line naming it.
+:func:`zwz_ray.config.resolve_paths`); a config with an ``as_run(written_keys)`` method (the chain's) is
+turned into the config as it runs, so ``--print-config`` and the recorded config show what ran. A
+configuration mistake, including a path the job's start-up checks find wrong (:mod:`zwz_ray.preflight`),
+exits with status 2 and one ``config error: ...`` line naming it, before Ray starts.
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ class Job:
                               prog=f"python -m pipelines.{self.name}")
         try:
             result = self.run(cfg)
-        except (ConfigError, *self.errors) as exc:
+        except ConfigError as exc:  # a path, URI or output location found wrong at start-up (zwz_ray.preflight)
+            print(f"config error: {exc}", file=sys.stderr)
+            return 2
+        except self.errors as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         for line in self.summary(result):
@@ -76,6 +82,10 @@ def config_from_cli(cls: type, argv: typing.Sequence[str] | None = None, *, desc
     path = args.config or (default_config if default_config and os.path.isfile(default_config) else None)
     try:
         cfg = resolve_paths(load_config(cls, path, args.set))
+        if callable(getattr(cfg, "as_run", None)):  # a config some of whose keys its job sets (the chain's)
+            from zwz_ray.preflight import written_keys
+
+            cfg = cfg.as_run(written_keys(path, args.set))
     except ConfigError as exc:
         parser.exit(2, f"config error: {exc}\n")
     if args.explain:

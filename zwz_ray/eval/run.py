@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -20,7 +20,14 @@ from zwz_ray.eval.items import view_key
 from zwz_ray.eval.loaders import Benchmark
 from zwz_ray.eval.metrics import compute_metrics
 from zwz_ray.eval.stages import answer_dataset, judge_dataset, protocol_record
-from zwz_ray.eval.store import PREDICTION_COLUMNS, PredictionStore, answer_fingerprint, merge_predictions
+from zwz_ray.eval.store import (
+    PREDICTION_COLUMNS,
+    PredictionStore,
+    answer_fingerprint,
+    benchmark_fingerprint,
+    content_digest,
+    merge_predictions,
+)
 from zwz_ray.eval.writers import make_benchmark_fixture
 from zwz_ray.logs import get_logger
 from zwz_ray.progress import Progress
@@ -39,6 +46,8 @@ class ModelRun:
     previously_answered: int = 0  # rows skipped because an earlier run answered them
     failed: int = 0  # rows recorded with rule "error" in this run (unreadable image, model error)
     seconds: float = 0.0
+    model_loads: int = 0  # engines built for this pass (0 when every answer was already stored)
+    skipped: bool = False  # nothing was new: the pass did not run
 
 
 @dataclass
@@ -65,17 +74,23 @@ def ensure_benchmark(cfg: EvalConfig) -> None:
         make_benchmark_fixture(b.path, b.fixture_items, b.fixture_seed)
 
 
-def _answer_model(model: EngineConfig, items, store: PredictionStore, cfg: EvalConfig, zoombench: bool = False) -> tuple[ModelRun, set[str]]:
-    """One inference pass; returns the run summary and every (item, view) key of the benchmark."""
+def _answer_model(model: EngineConfig, items, store: PredictionStore, cfg: EvalConfig,
+                  known: set[str] | None, zoombench: bool = False) -> tuple[ModelRun, set[str]]:
+    """One inference pass; returns the run summary and every (item, view) key of the benchmark. With the
+    benchmark's keys ``known`` from an earlier run and all of them answered, the pass (and the model) is skipped."""
     label, res = model.label, model.resources
-    require_gpus(res.num_gpus * res.min_replicas, f"evaluating {label}")
     done = store.done_keys(label, answer_fingerprint(model, cfg.inference))
     run = ModelRun(label, store.path(label), previously_answered=len(done))
     log.info("%s: %d (item, view) answers already stored with these settings", label, len(done))
+    if known is not None and known <= done:
+        log.info("%s: nothing new to answer; the model is not loaded", label)
+        return replace(run, skipped=True), known
+    require_gpus(res.num_gpus * res.min_replicas, f"evaluating {label}")
     start, keys = time.perf_counter(), set()
     with Progress(f"evaluating {label}", "answers") as progress:
         for batch in answer_dataset(items, model, cfg.inference, done, zoombench).iter_batches(batch_format="pandas", batch_size=None):
             keys.update(view_key(str(i), str(v)) for i, v in zip(batch["id"], batch["view"]))
+            run.model_loads += int(batch["engine_loads"].fillna(0).sum())
             new = batch[~batch["done"].astype(bool)]
             run.requests += int(new["sent"].astype(bool).sum())
             run.failed += int((new["rule"] == "error").sum())
@@ -91,7 +106,8 @@ def _judge(cfg: EvalConfig, store: PredictionStore, labels: list[str], keys: set
     """Send every model's undecided answers to the LLM judge once; returns the number of rows judged."""
     frames = {label: store.load(label) for label in labels}
     todo = pd.concat([_current(df, keys) for df in frames.values()], ignore_index=True)
-    todo = todo[(todo["rule"] == "undecided") & todo["extracted"].notna()]
+    # a row the judge already saw (and left undecided) is not sent again: a rerun with nothing new loads no judge
+    todo = todo[(todo["rule"] == "undecided") & todo["extracted"].notna() & todo["judge_output"].isna()]
     if todo.empty:
         return 0
     require_gpus(cfg.judge.resources.num_gpus * cfg.judge.resources.min_replicas, "the LLM judge")
@@ -133,8 +149,34 @@ def _report(cfg: EvalConfig, bench: Benchmark, preds: dict, metrics: dict, cover
     return path
 
 
+def _coverage(cfg: EvalConfig, bench: Benchmark, store: PredictionStore, bench_fp: str, fs, root: str) -> dict:
+    """Attention coverage per model, reusing what is stored for the same model content, settings and items."""
+    from zwz_ray.eval.coverage_pass import run_coverage
+
+    wanted = [m for m in cfg.models if not cfg.coverage.models or m.label in cfg.coverage.models]
+    settings = {k: v for k, v in to_dict(cfg.coverage).items() if k not in ("enabled", "models")}
+    fps = {m.label: content_digest({"model": answer_fingerprint(m, cfg.inference), "coverage": settings, "benchmark": bench_fp})
+           for m in wanted}
+    out = {m.label: store.coverage(m.label, fps[m.label]) for m in wanted}
+    todo = [label for label, summary in out.items() if summary is None]
+    if len(todo) < len(out):
+        log.info("attention coverage reused for %s (same model content, settings and items)", sorted(set(out) - set(todo)))
+    if todo:
+        computed = run_coverage(replace(cfg, coverage=replace(cfg.coverage, models=todo)), bench, fs, root)
+        for label in todo:
+            out[label] = {**computed[label], "reused": False}
+            store.save_coverage(label, fps[label], {**computed[label], "reused": True})
+    return out
+
+
 def run_eval(cfg: EvalConfig) -> EvalResult:
-    """Evaluate every model of ``cfg`` on the benchmark (dual view) and write predictions, metrics and a report."""
+    """Evaluate every model of ``cfg`` on the benchmark (dual view) and write predictions, metrics and a report.
+
+    A rerun answers only what is new; a model with nothing new is not loaded, and its attention coverage is
+    reused when the model's content, the coverage settings and the benchmark are unchanged."""
+    from zwz_ray.preflight import check_eval
+
+    check_eval(cfg)  # every path and the output folder, before anything is written or Ray starts
     ensure_benchmark(cfg)
     bench = open_any(cfg.benchmark)  # schema errors surface before Ray starts
     init_ray(cfg.ray)
@@ -147,19 +189,19 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             store.save(m.label, pd.DataFrame(columns=PREDICTION_COLUMNS))
     log.info("benchmark %s: %s format, %d file(s)", bench.name, bench.format, len(bench.files))
     items = bench.dataset()
+    bench_fp = benchmark_fingerprint(bench, cfg.inference.views)
+    known = store.benchmark_keys(bench_fp) if cfg.output.resume else None
     runs, keys = {}, set()
     for model in cfg.models:
-        runs[model.label], model_keys = _answer_model(model, items, store, cfg, bench.format == "zoombench")
+        runs[model.label], model_keys = _answer_model(model, items, store, cfg, known, bench.format == "zoombench")
         keys |= model_keys
+    if keys and keys != known:
+        store.save_benchmark_keys(bench_fp, keys)
     labels = [m.label for m in cfg.models]
     judged = _judge(cfg, store, labels, keys) if cfg.judge else 0
     preds = {label: rescore(bench, _current(store.load(label), keys)) for label in labels}
     per_model = {label: {**compute_metrics(df), "protocol": cfg.inference.describe()} for label, df in preds.items()}
-    coverage = {}
-    if cfg.coverage.enabled:
-        from zwz_ray.eval.coverage_pass import run_coverage
-
-        coverage = run_coverage(cfg, bench, fs, root)
+    coverage = _coverage(cfg, bench, store, bench_fp, fs, root) if cfg.coverage.enabled else {}
     metrics = {"benchmark": {"name": bench.name, "format": bench.format, "path": cfg.benchmark.path},
                "protocol": protocol_record(cfg), "judge": cfg.judge.label if cfg.judge else None, "models": per_model,
                "coverage": coverage, "scores": benchmark_scores(bench, preds),

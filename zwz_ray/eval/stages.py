@@ -25,7 +25,11 @@ from zwz_ray.resources import map_batches_kwargs
 log = get_logger(__name__)
 
 ANSWER_OUT = ["id", "view", "question", "answer", "category", "is_mcq", "options", "response", "error", "sent", "done",
-              "latency_s", "batch_latency_s", "answered_at", "prompt_tokens", "completion_tokens", "finish_reason"]
+              "latency_s", "batch_latency_s", "answered_at", "prompt_tokens", "completion_tokens", "finish_reason",
+              "engine_loads"]
+
+
+PASS_COLUMNS = ["sent", "done", "engine_loads"]  # what the driver learns about the pass besides the predictions
 
 
 def protocol_engine(engine: EngineConfig, protocol: Protocol) -> EngineConfig:
@@ -67,17 +71,19 @@ class ViewAnswerer:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = batch.to_dict("records")
         todo = [r for r in rows if not r.get("done") and not r.get("image_error")]
-        results, elapsed = [], 0.0
+        results, elapsed, loads = [], 0.0, 0
         if todo:
             if self.engine is None:
                 from zwz_ray.engines import build_engine
 
-                self.engine = build_engine(protocol_engine(self.engine_config, self.inference.protocol_settings()))
+                self.engine, loads = build_engine(protocol_engine(self.engine_config, self.inference.protocol_settings())), 1
             start = time.perf_counter()
             results = self.engine.chat(self._requests(todo))
             elapsed = time.perf_counter() - start
         by_key = {(r["id"], r["view"]): res for r, res in zip(todo, results)}
         out = [self._row(r, by_key.get((r["id"], r["view"])), elapsed, len(todo)) for r in rows]
+        for i, row in enumerate(out):  # the driver counts model loads from the first row of a batch
+            row["engine_loads"] = loads if i == 0 else 0
         return pd.DataFrame(out, columns=ANSWER_OUT)
 
     @staticmethod
@@ -102,7 +108,7 @@ def apply_rules(batch: pd.DataFrame, model: str, fingerprint: str = "", policy: 
     """
     out = []
     for r in batch.to_dict("records"):
-        row = {k: r.get(k) for k in PREDICTION_COLUMNS + ["sent", "done"] if k in r}
+        row = {k: r.get(k) for k in PREDICTION_COLUMNS + PASS_COLUMNS if k in r}
         row.update(model=model, fingerprint=fingerprint)
         if r.get("done"):
             row.update(correct=False, rule=None)
@@ -115,7 +121,7 @@ def apply_rules(batch: pd.DataFrame, model: str, fingerprint: str = "", policy: 
             row.update(extracted=v.extracted, correct=v.correct, rule=v.rule)
         row["verdict"] = "correct" if row["correct"] else "incorrect"
         out.append(row)
-    return pd.DataFrame(out, columns=PREDICTION_COLUMNS + ["sent", "done"]).astype({"correct": bool})
+    return pd.DataFrame(out, columns=PREDICTION_COLUMNS + PASS_COLUMNS).astype({"correct": bool})
 
 
 class JudgeStage:

@@ -42,12 +42,18 @@ class InputConfig:
     probe_batch: int = bounded(64, 1, doc="max_images: most headers read per round (in rank order, stops at max_images usable)")
     max_pixels: int = bounded(DEFAULT_MAX_PIXELS, 1, doc="refuse to decode larger images (decompression bombs)")
     max_bytes: int = bounded(DEFAULT_MAX_BYTES, 1, doc="refuse to read larger files")
-    generate_demo: bool = setting(False, doc="laptop only: write the demo scenes (see `demo`) and add them to `paths`")
+    generate_demo: bool | Literal["auto"] = setting(False, doc=(
+        "laptop: write the demo scenes (see `demo`) and add them to `paths`; auto = only when `paths` is empty"))
+
+    @property
+    def demo_enabled(self) -> bool:
+        """Whether this run writes and uses the demo scenes (``auto``: only when no path is given)."""
+        return self.generate_demo is True or (self.generate_demo == "auto" and not self.paths)
 
 
 @dataclass
 class DemoConfig:
-    """Offline demo scenes (zwz_ray.demo), used only when ``input.generate_demo`` is true."""
+    """Offline demo scenes (zwz_ray.demo), used only when ``input.generate_demo`` turns them on."""
 
     dir: str = uri("outputs/demo_images", doc="folder the demo scenes are written to")
     n: int = bounded(3, 1, doc="number of scenes")

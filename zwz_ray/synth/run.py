@@ -101,8 +101,11 @@ class ChunkWriter:
 
 def run_synthesis(cfg: SynthConfig) -> SynthResult:
     """Synthesize R2I rows for ``cfg.input`` into ``cfg.output.dir``; resumes a killed run."""
+    from zwz_ray.preflight import check_synthesis
+
     start = time.perf_counter()
-    sources = select_images(cfg)  # missing paths fail here, before Ray starts
+    check_synthesis(cfg)  # every path, model directory and the output folder, before Ray starts
+    sources = select_images(cfg)
     plan = build_synthesis(cfg)
     store = OutputStore(cfg.output.dir)
     if cfg.output.overwrite:

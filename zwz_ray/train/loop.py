@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from zwz_ray.config import to_dict
 from zwz_ray.logs import get_logger
+from zwz_ray.preflight import DataError
 from zwz_ray.train import parallel
 from zwz_ray.train.checkpoint import load_checkpoint, save_checkpoint
 from zwz_ray.train.config import DistillConfig
@@ -110,7 +111,7 @@ class DistillLoop:
                 record = self._optimizer_step(micro_batches)
                 self._after_step(record)
             if self.step == 0:
-                raise ValueError(self._no_step_message())
+                raise DataError(self._no_step_message())  # every worker sees it at once (the check is collective)
             if ended:
                 self.epoch += 1
         if self.last_saved != self.step:

@@ -1,8 +1,10 @@
 """Driver side of distillation: build the TorchTrainer, run it, write metrics and the summary.
 
-``run_distill(cfg)`` reads the synthesis parquet at ``data.path``; ``run_distill(cfg, dataset)``
-takes a Ray Dataset instead (e.g. the synthesis pipeline itself), which streams into the workers
-without being written to storage first.
+``run_distill(cfg)`` reads the rows at ``data.path`` (see :func:`zwz_ray.train.data.locate_rows`);
+``run_distill(cfg, dataset)`` takes a Ray Dataset instead (e.g. the synthesis pipeline itself), which
+streams into the workers without being written to storage first. Every path is checked and the rows of
+``data.path`` are counted before Ray starts; a run whose rows turn out unusable on the workers (all
+dropped) ends once with :class:`~zwz_ray.preflight.DataError` and is never retried.
 """
 
 from __future__ import annotations
@@ -69,17 +71,9 @@ def estimate_total_steps(cfg: DistillConfig, num_rows: int | None) -> int | None
     return min(total, t.max_steps) if t.max_steps else total
 
 
-def count_rows(cfg: DistillConfig, ds: Any, given: bool) -> int | None:
-    """Rows in the input: parquet metadata for ``data.path``; a given dataset when it is materialised
-    (free) or when a cosine schedule needs the total (that runs its pipeline once)."""
-    if not given:
-        try:
-            import pyarrow.dataset as pads
-
-            return pads.dataset(cfg.data.path, format="parquet").count_rows()
-        except Exception as exc:  # noqa: BLE001 - e.g. a filesystem pyarrow cannot open: let Ray count
-            log.debug("parquet metadata count failed (%s); counting with Ray Data", exc)
-            return ds.count()
+def count_given(cfg: DistillConfig, ds: Any) -> int | None:
+    """Rows of a given dataset when it is materialised (free) or when a cosine schedule needs the total
+    (that runs its pipeline once)."""
     from ray.data.dataset import MaterializedDataset
 
     if isinstance(ds, MaterializedDataset):
@@ -88,6 +82,12 @@ def count_rows(cfg: DistillConfig, ds: Any, given: bool) -> int | None:
         log.info("counting the rows of the given dataset for the cosine schedule (set trainer.max_steps to skip this)")
         return ds.count()
     return None
+
+
+def check_enough(cfg: DistillConfig, num_rows: int | None, where: str) -> None:
+    if num_rows is not None and num_rows < cfg.trainer.global_batch_size:
+        raise ConfigError(f"{where} holds {num_rows} rows, fewer than one global batch "
+                          f"({cfg.trainer.global_batch_size} = workers x micro_batch_size x grad_accum_steps)")
 
 
 @contextlib.contextmanager
@@ -130,21 +130,27 @@ def make_trainer(cfg: DistillConfig, ds: Any, total_steps: int | None) -> Any:
 
 def run_distill(cfg: DistillConfig, dataset: Any = None) -> DistillResult:
     """Distil rows (``data.path`` or ``dataset``) into ``cfg.student`` on Ray Train."""
+    from zwz_ray.preflight import DataError, check_distill
     from zwz_ray.runtime import init_ray, require_gpus
-    from zwz_ray.train.data import read_rows
+    from zwz_ray.train.data import locate_rows, read_rows
     from zwz_ray.train.export import ADAPTER_DIR, MODEL_DIR
 
     cfg = resolve_paths(cfg)  # workers run in other folders (and processes)
     if dataset is None and not cfg.data.path:
         raise ConfigError("data.path is empty and no dataset was given")
+    check_distill(cfg, data=dataset is None)  # every path mistake, before Ray starts
+    rows = None
+    if dataset is None:
+        rows = locate_rows(cfg.data.path)
+        log.info("training rows: %d in %d file(s) of %s (%s, %s layout)", rows.num_rows, len(rows.files), cfg.data.path,
+                 rows.kind, rows.layout)
+        check_enough(cfg, rows.num_rows, f"data.path: {cfg.data.path}")
     init_ray(cfg.ray)
     if cfg.trainer.use_gpu:
         require_gpus(cfg.trainer.num_workers, "distillation (trainer.use_gpu with trainer.num_workers workers)")
-    ds = given_rows(cfg, dataset) if dataset is not None else read_rows(cfg.data.path)
-    num_rows = count_rows(cfg, ds, dataset is not None)
-    if num_rows is not None and num_rows < cfg.trainer.global_batch_size:
-        raise ValueError(f"{cfg.data.path or 'the dataset'} holds {num_rows} rows, fewer than one global batch "
-                         f"({cfg.trainer.global_batch_size} = workers x micro_batch_size x grad_accum_steps)")
+    ds = given_rows(cfg, dataset) if rows is None else read_rows(rows)
+    num_rows = count_given(cfg, ds) if rows is None else rows.num_rows
+    check_enough(cfg, num_rows, "the given dataset")
     total_steps = estimate_total_steps(cfg, num_rows)
     log.info("distilling into %s with %d worker(s), global batch %d, run %s/%s", cfg.student, cfg.trainer.num_workers,
              cfg.trainer.global_batch_size, cfg.checkpoint.storage_path, cfg.checkpoint.run_name)
@@ -152,6 +158,8 @@ def run_distill(cfg: DistillConfig, dataset: Any = None) -> DistillResult:
     with controller_poll(cfg.trainer.controller_poll_s):
         result = make_trainer(cfg, ds, total_steps).fit()
     out = result.return_value or {}
+    if out.get("error"):  # deterministic (no usable rows): the workers ended the run instead of failing it
+        raise DataError(out["error"])
     export = out.get("export", {})
     res = DistillResult(
         checkpoint_path=result.checkpoint.path if result.checkpoint else None,

@@ -4,7 +4,8 @@ Data comes from ``ray.train.get_dataset_shard("train")``; metrics go to ``ray.tr
 every step; checkpoints are written by every worker into its own temporary folder and reported
 under one name, so Ray Train merges them into ``<storage_path>/<run_name>/checkpoint_<step>``.
 A restarted worker group (``max_failures``) or a re-run with the same run name resumes from
-``ray.train.get_checkpoint()``.
+``ray.train.get_checkpoint()``. Unusable data (:class:`~zwz_ray.preflight.DataError`) is not a crash:
+the workers return it as the run's result, so Ray Train never retries it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from zwz_ray.config import from_dict
 from zwz_ray.logs import get_logger
+from zwz_ray.preflight import DataError
 from zwz_ray.train.config import DistillConfig
 from zwz_ray.train.data import ShardRows
 from zwz_ray.train.loop import DistillLoop, WorkerContext
@@ -73,6 +75,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     try:
         loop.train()
         exported = loop.export()
+    except DataError as exc:
+        # Deterministic (e.g. every row dropped): raising would make Ray Train retry the same rows up to
+        # max_failures times. All workers reach this together, return normally, and the driver raises it.
+        log.error("distillation stopped: %s", exc)
+        return {**loop.summary(), "error": str(exc)} if rank == 0 else None
     finally:
         loop.close()
     return {**loop.summary(), "export": exported} if rank == 0 else None

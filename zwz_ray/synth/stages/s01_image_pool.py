@@ -33,10 +33,10 @@ def select_images(cfg: SynthConfig) -> list[str]:
     With ``input.max_images`` (smaller than the pool) the subset is the first ``max_images`` usable
     images in seeded-hash order (:func:`usable_subset`).
     """
-    if not cfg.input.paths and not cfg.input.generate_demo:
+    if not cfg.input.paths and not cfg.input.demo_enabled:
         raise ImageInputError("input.paths is empty: give image folders, files, globs or URIs (or set input.generate_demo)")
     paths = [absolute(p) for p in cfg.input.paths]
-    if cfg.input.generate_demo:
+    if cfg.input.demo_enabled:
         from zwz_ray.demo import ensure_demo_images
 
         demo = cfg.demo
