@@ -100,6 +100,28 @@ def _judge(cfg: EvalConfig, store: PredictionStore, labels: list[str], keys: set
     return len(judged)
 
 
+def _agent_passes(cfg: EvalConfig, items, store: PredictionStore, keys: set[str]) -> dict:
+    """The zoom-agent baseline (``cfg.agent``) of the models it names; adds its (item, view) keys to ``keys``."""
+    if not cfg.agent.enabled:
+        return {}
+    from zwz_ray.eval.agent import run_agent_pass
+
+    runs = {}
+    for model in cfg.models:
+        if not cfg.agent.models or model.label in cfg.agent.models:
+            runs[model.label], agent_keys = run_agent_pass(model, items, store, cfg)
+            keys |= agent_keys
+    return runs
+
+
+def _traces(cfg: EvalConfig, label: str, keys: set[str]):
+    if not cfg.agent.enabled:
+        return None
+    from zwz_ray.eval.agent import load_traces
+
+    return load_traces(cfg.output.dir, label, keys)
+
+
 def _current(df: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
     """Rows of the benchmark as it is now (a file may hold rows of a longer earlier run)."""
     if df.empty:
@@ -122,7 +144,10 @@ def _report(cfg: EvalConfig, bench: Benchmark, preds: dict, metrics: dict, cover
             plots[f"attention {label} #{k}"] = path
     judge = cfg.judge.label if cfg.judge else None
     path = uris.join(cfg.output.dir, "report.md")
-    uris.atomic_write(path, render_markdown(bench.name, metrics, coverage, plots, judge))
+    from zwz_ray.eval.report import agent_section
+
+    text = render_markdown(bench.name, metrics, coverage, plots, judge) + "\n".join(agent_section(metrics, fs, root))
+    uris.atomic_write(path, text)
     return path
 
 
@@ -144,10 +169,11 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     for model in cfg.models:
         runs[model.label], model_keys = _answer_model(model, items, store, cfg)
         keys |= model_keys
+    agent_runs = _agent_passes(cfg, items, store, keys)
     labels = [m.label for m in cfg.models]
     judged = _judge(cfg, store, labels, keys) if cfg.judge else 0
     preds = {label: _current(store.load(label), keys) for label in labels}
-    per_model = {label: compute_metrics(df) for label, df in preds.items()}
+    per_model = {label: compute_metrics(df, _traces(cfg, label, keys)) for label, df in preds.items()}
     coverage = {}
     if cfg.coverage.enabled:
         from zwz_ray.eval.coverage_pass import run_coverage
@@ -156,6 +182,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     metrics = {"benchmark": {"name": bench.name, "format": bench.format, "path": cfg.benchmark.path},
                "judge": cfg.judge.label if cfg.judge else None, "models": per_model, "coverage": coverage,
                "runs": {label: vars(r) for label, r in runs.items()}, "judge_requests": judged,
+               "agent_runs": {label: vars(r) for label, r in agent_runs.items()},
                "created": pd.Timestamp.now("UTC").isoformat()}
     metrics_path = uris.join(cfg.output.dir, "metrics.json")
     uris.atomic_write(metrics_path, json.dumps(metrics, indent=2, default=str))
