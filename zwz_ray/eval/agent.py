@@ -141,7 +141,8 @@ class ZoomAgent:
 def use_grammar(agent: AgentConfig, model: EngineConfig) -> bool:
     from zwz_ray.models import is_tiny
 
-    return agent.grammar == "on" or (agent.grammar == "auto" and is_tiny(model.model))
+    """Whether the turns of ``model`` are grammar-constrained (``agent.grammar``: on, off or auto = tiny models)."""
+    return agent.grammar is True or (agent.grammar == "auto" and is_tiny(model.model))
 
 
 class AgentAnswerer:

@@ -99,15 +99,25 @@ def model_geometry(engine, family: str) -> Geometry:
     return Geometry(base.factor, engine.min_pixels or base.min_pixels, engine.max_pixels or base.max_pixels)
 
 
+def _family_by_name(name: str) -> str:
+    name = name.lower().replace(".", "_").replace("-", "_")
+    return "qwen3_vl" if "qwen3_vl" in name else "qwen2_5_vl" if "qwen2_5_vl" in name else "unknown"
+
+
 def resolve_coords(coords: str, engine) -> tuple[str, str]:
-    """(coords, family) of an evaluated model: ``auto`` follows the model family (Qwen3-VL: 0..1000)."""
+    """(coords, family) of an evaluated model: ``auto`` follows the model family (Qwen3-VL: 0..1000).
+
+    An openai endpoint's family is read from its served name (its checkpoint is not on this machine).
+    """
     from zwz_ray.models import model_family
 
-    name = (engine.served_model or engine.model or "").lower().replace(".", "_").replace("-", "_")
-    try:
-        family = model_family(engine.model)
-    except (OSError, ValueError):  # a served name the hub cannot resolve offline: read the name
-        family = "qwen3_vl" if "qwen3_vl" in name else "qwen2_5_vl" if "qwen2_5_vl" in name else "unknown"
+    if engine.backend == "openai":
+        family = _family_by_name(engine.served_model or engine.model or "")
+    else:
+        try:
+            family = model_family(engine.model)
+        except (OSError, ValueError):  # a hub id that cannot be reached offline: read the name
+            family = _family_by_name(engine.model or "")
     if coords != "auto":
         return coords, family
     return ("relative1000" if family == "qwen3_vl" else "absolute"), family
@@ -195,12 +205,11 @@ def _grow(lo: float, hi: float, side: float, limit: float) -> tuple[float, float
 
 
 def zoom_box(box: tuple[float, ...], width: int, height: int, min_side: int = 28) -> tuple[float, ...]:
-    """Clamp a source-pixel box to the image and grow each side to ``min_side``; ValueError if it misses the image."""
+    """Clamp each corner of a source-pixel box to the image, then grow each side to ``min_side``
+    (a box off the image becomes a ``min_side`` strip at the nearest edge, as the corners clamp there)."""
     x1, y1, x2, y2 = box
-    if x2 < 0 or y2 < 0 or x1 > width or y1 > height:
-        raise ValueError(f"box {[round(v, 1) for v in box]} lies outside the {width}x{height} image")
-    x1, x2 = _grow(max(x1, 0.0), min(x2, float(width)), min_side, width)
-    y1, y2 = _grow(max(y1, 0.0), min(y2, float(height)), min_side, height)
+    x1, x2 = _grow(min(max(x1, 0.0), width), min(max(x2, 0.0), width), min_side, width)
+    y1, y2 = _grow(min(max(y1, 0.0), height), min(max(y2, 0.0), height), min_side, height)
     return (x1, y1, x2, y2)
 
 
@@ -214,17 +223,14 @@ class ZoomTool:
     upscale: float = 2.0
 
     def __call__(self, image: Image.Image, call: ToolCall) -> tuple[Image.Image | None, dict]:
-        """(the crop, or None) and the record of the call: ``bbox_2d``, ``box`` (source pixels), ``error``."""
-        record = {"bbox_2d": call.bbox, "box": None, "error": call.error}
+        """(the crop, or None) and the record of the call: ``bbox_2d``, ``box`` (source pixels), ``clamped``
+        (the box left the image or was smaller than ``min_side``), ``error``."""
+        record = {"bbox_2d": call.bbox, "box": None, "clamped": False, "error": call.error}
         if call.error:
             return None, record
-        try:
-            box = zoom_box(source_box(call.bbox, self.coords, image.width, image.height, self.geometry),
-                           image.width, image.height, self.min_side)
-        except ValueError as exc:
-            record["error"] = str(exc)
-            return None, record
-        record["box"] = [round(v, 2) for v in box]
+        asked = source_box(call.bbox, self.coords, image.width, image.height, self.geometry)
+        box = zoom_box(asked, image.width, image.height, self.min_side)
+        record.update(box=[round(v, 2) for v in box], clamped=any(abs(a - b) > 1e-6 for a, b in zip(asked, box)))
         area = max(1.0, (box[2] - box[0]) * (box[3] - box[1]))
         # no larger than the processor would keep: past max_pixels it only shrinks the crop again
         scale = max(1.0, min(self.upscale, math.sqrt(self.geometry.max_pixels / area)))
@@ -238,9 +244,9 @@ def turn_grammar(coords: str, final: bool, answer_chars: int = 32) -> Grammar:
     """A reply that is one tool call or one ``<answer>`` (only the answer on the last turn).
 
     JSON schema cannot say "this object or that tagged text", an EBNF grammar can. Numbers are
-    bounded (0..1000 relative, 5 digits absolute) and so is the answer, so a random model ends in time.
+    bounded (0..1000 relative, 4 digits absolute: the tool clamps) and so is the answer, so a random model ends in time.
     """
-    num = '"1000" | [0-9] | [1-9] [0-9] | [1-9] [0-9] [0-9]' if coords == "relative1000" else '"0" | [1-9] [0-9]{0,4}'
+    num = '"1000" | [0-9] | [1-9] [0-9] | [1-9] [0-9] [0-9]' if coords == "relative1000" else '"0" | [1-9] [0-9]{0,3}'
     call = ('"<tool_call>\\n{\\"name\\": \\"' + TOOL_NAME + '\\", \\"arguments\\": {\\"bbox_2d\\": [" num ", " num ", " num ", " num '
             '"]}}\\n</tool_call>"')
     rules = [f"root ::= {'answer' if final else 'call | answer'}",

@@ -106,8 +106,8 @@ class AgentConfig:
     min_side: int = bounded(28, 1, doc="smallest side of a zoom box in source pixels; smaller boxes grow around their centre")
     upscale: float = bounded(2.0, 1.0, 8.0, doc="upscale of each crop (Lanczos, like the micro-crops), capped at the model's max_pixels")
     max_tokens: int = bounded(512, 16, doc="generation limit per turn (inference.max_tokens is the single-pass limit)")
-    grammar: Literal["auto", "on", "off"] = setting("auto", doc=(
-        "constrain every turn to one tool call or one <answer> (EBNF; the last turn: the answer); auto: on for "
+    grammar: bool | Literal["auto"] = setting("auto", doc=(
+        "on/off: constrain every turn to one tool call or one <answer> (EBNF; the last turn: the answer); auto: on for "
         "random-weight tiny:* models only"))
     models: list[str] = listed(doc="model labels run as agents; empty: every model")
 
