@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -266,6 +267,9 @@ def test_tiny_agent_answers_within_max_turns(agent_run):
     traces = pd.read_parquet(os.path.join(out, AGENT_VIEW, "predictions", "tiny_qwen2_5_vl.parquet"))
     assert len(traces) == 3 and traces["turns"].between(1, 2).all() and traces["stop"].eq("answer").all()
     assert (traces["images"] == 1 + traces["tool_calls"] - traces["malformed_calls"]).all()
+    assert traces["tool_calls"].sum() >= 1 and traces["images"].max() >= 2  # the greedy tiny model zooms: crops went back
+    calls = [c for text in traces["calls"] for c in json.loads(text)]
+    assert all(c["error"] is None and len(c["box"]) == 4 for c in calls)
     m = json.loads(open(os.path.join(out, "metrics.json")).read())
     a = m["models"][QWEN25]["agent"]
     assert a["n"] == 3 and 1 <= a["mean_turns"] <= 2 and a["latency_ratio"] > 0
@@ -281,7 +285,7 @@ def test_tiny_agent_resumes(agent_run):
     from zwz_ray.eval import run_eval
 
     cfg, first = agent_run
-    again = run_eval(cfg)
+    again = run_eval(dataclasses.replace(cfg, judge=None))  # nothing left to answer: no model loads
     run = again.metrics["agent_runs"][QWEN25]
     assert run["previously_answered"] == 3 and run["requests"] == 0
     assert again.metrics["models"][QWEN25]["agent"]["mean_turns"] == first.metrics["models"][QWEN25]["agent"]["mean_turns"]

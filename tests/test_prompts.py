@@ -41,6 +41,10 @@ RENDERED = {
     "distractor": lambda: prompts.distractor_prompt(QUESTION, "blue", n=3),
     "mcq_problem": lambda: prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"]),
     "judge_equivalence": lambda: prompts.judge_equivalence_prompt("How many birds are on the wire?", "5", "five birds"),
+    "zoom_agent_absolute": lambda: prompts.zoom_agent_prompt("absolute"),
+    "zoom_agent_relative1000": lambda: prompts.zoom_agent_prompt("relative1000"),
+    "zoom_result": lambda: prompts.zoom_result_prompt(3),
+    "zoom_result_last_error": lambda: prompts.zoom_result_prompt(1, "no bbox_2d in the arguments"),
     "difficulty": lambda: prompts.difficulty_prompt(
         prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"])
     ),

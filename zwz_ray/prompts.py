@@ -260,14 +260,11 @@ def zoom_agent_prompt(coords: str = "absolute") -> str:
     return "\n".join([
         "You answer questions about an image. Small details may be hard to see at first: zoom in on the region "
         "that matters before you answer.",
-        "",
         "# Tools",
-        "",
         "You may call the function below. Its signature, as JSON, is inside <tools></tools>:",
         "<tools>",
         json.dumps(tool),
         "</tools>",
-        "",
         "To call it, reply with a JSON object holding the function name and its arguments inside "
         "<tool_call></tool_call> tags, for example:",
         "<tool_call>",
