@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -282,10 +281,12 @@ def test_tiny_agent_answers_within_max_turns(agent_run):
 
 
 def test_tiny_agent_resumes(agent_run):
-    from zwz_ray.eval import run_eval
+    """A second agent pass with the same settings finds every item answered (and loads no model)."""
+    from zwz_ray.eval.agent import run_agent_pass
+    from zwz_ray.eval.loaders import open_benchmark
+    from zwz_ray.eval.store import PredictionStore
 
     cfg, first = agent_run
-    again = run_eval(dataclasses.replace(cfg, judge=None))  # nothing left to answer: no model loads
-    run = again.metrics["agent_runs"][QWEN25]
-    assert run["previously_answered"] == 3 and run["requests"] == 0
-    assert again.metrics["models"][QWEN25]["agent"]["mean_turns"] == first.metrics["models"][QWEN25]["agent"]["mean_turns"]
+    run, keys = run_agent_pass(cfg.models[0], open_benchmark(cfg.benchmark).dataset(), PredictionStore(cfg.output.dir), cfg)
+    assert (run.previously_answered, run.requests, run.turns) == (3, 0, 0) and len(keys) == 3
+    assert len(pd.read_parquet(run.traces_path)) == 3
