@@ -15,6 +15,7 @@ item's own crops: comparable with single-pass ``latency_s``) and ``episode_s`` (
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -72,11 +73,12 @@ class ZoomAgent:
     """Runs the episodes of a batch together: each turn is one ``engine.chat`` over the active ones."""
 
     def __init__(self, engine, agent: AgentConfig, inference: InferenceConfig, tool: ZoomTool, grammar: bool):
-        from zwz_ray.engines import SamplingParams
+        from zwz_ray.eval.stages import ViewAnswerer
 
         self.engine, self.agent, self.tool = engine, agent, tool
-        self.sampling = SamplingParams(n=1, temperature=inference.temperature, top_p=inference.top_p,
-                                       max_tokens=agent.max_tokens, seed=inference.seed)
+        # the single pass's own sampling (built by its request builder), so the two modes differ only in the tool
+        probe = ViewAnswerer(engine.config, inference)._requests([{"id": "", "view": "", "question": "", "image": None}])
+        self.sampling = dataclasses.replace(probe[0].sampling, max_tokens=agent.max_tokens)
         self.grammars = (turn_grammar(tool.coords, False), turn_grammar(tool.coords, True)) if grammar else (None, None)
         self.system = zoom_agent_prompt(tool.coords)
 
