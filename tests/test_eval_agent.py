@@ -202,7 +202,7 @@ def test_loop_on_scripted_replies():
     a, b, c, d = episodes
     assert [len(batch) for batch in engine.batches] == [4, 2, 1]  # one engine call per turn for the active items
     sampling = engine.batches[0][0].sampling  # the single pass's sampling, the agent's own generation limit
-    assert (sampling.temperature, sampling.max_tokens) == (InferenceConfig().temperature, AgentConfig().max_tokens)
+    assert (sampling.temperature, sampling.max_tokens) == (0.0, AgentConfig().max_tokens)  # greedy by default, as single pass
     assert [r.grammar.text.startswith("root ::= answer") for r in engine.batches[2]] == [True]  # the last turn must answer
     assert (a.stop, a.turns, a.tool_calls, a.malformed_calls, a.images) == ("answer", 2, 1, 0, 2)
     assert a.response == "<answer>red</answer>" and a.prompt_tokens == 300 and a.completion_tokens == 14
