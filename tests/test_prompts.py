@@ -43,6 +43,10 @@ RENDERED = {
     "judge_equivalence": lambda: prompts.judge_equivalence_prompt("How many birds are on the wire?", "5", "five birds"),
     "judge_yes_no": lambda: prompts.judge_yes_no_prompt("How many birds are on the wire?", "5", "five birds"),
     "reference_system": lambda: prompts.reference_system_prompt(),
+    "zoom_agent_absolute": lambda: prompts.zoom_agent_prompt("absolute"),
+    "zoom_agent_relative1000": lambda: prompts.zoom_agent_prompt("relative1000"),
+    "zoom_result": lambda: prompts.zoom_result_prompt(3),
+    "zoom_result_last_error": lambda: prompts.zoom_result_prompt(1, "no bbox_2d in the arguments"),
     "difficulty": lambda: prompts.difficulty_prompt(
         prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"])
     ),

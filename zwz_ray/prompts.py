@@ -6,6 +6,7 @@ wording changes (the golden snapshots in ``tests/golden/prompts`` make such chan
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,53 @@ def reference_system_prompt() -> str:
         "like this: reasoning here <answer>final answer here</answer>"
     )
 
+
+# --------------------------------------------------------------------------- zoom agent baseline (zwz_ray.eval.agent) - begin
+
+ZOOM_TOOL_NAME = "image_zoom_in_tool"
+
+
+def zoom_agent_prompt(coords: str = "absolute") -> str:
+    """Evaluation, agent baseline: the system prompt describing the zoom tool (Hermes-style tool block).
+
+    ``coords`` is ``"absolute"`` (pixels of the image as the model sees it, Qwen2.5-VL) or
+    ``"relative1000"`` (0..1000, Qwen3-VL). The question follows as a user turn (:func:`student_prompt`).
+    """
+    if coords not in BOX_COORDS:
+        raise ValueError(f"coords must be one of {BOX_COORDS}, got {coords!r}")
+    scale = ("in pixel coordinates of the first image" if coords == "absolute"
+             else "on a 0-1000 scale relative to the width and height of the first image")
+    tool = {"type": "function", "function": {
+        "name": ZOOM_TOOL_NAME,
+        "description": "Zoom in on a region of the first image: returns that region enlarged, as a new image.",
+        "parameters": {"type": "object", "required": ["bbox_2d"], "properties": {"bbox_2d": {
+            "type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+            "description": f"[x1, y1, x2, y2] {scale}: (x1, y1) is the top-left corner and (x2, y2) the bottom-right corner."}}}}}
+    return "\n".join([
+        "You answer questions about an image. Small details may be hard to see at first: zoom in on the region "
+        "that matters before you answer.",
+        "# Tools",
+        "You may call the function below. Its signature, as JSON, is inside <tools></tools>:",
+        "<tools>",
+        json.dumps(tool),
+        "</tools>",
+        "To call it, reply with a JSON object holding the function name and its arguments inside "
+        "<tool_call></tool_call> tags, for example:",
+        "<tool_call>",
+        '{"name": "' + ZOOM_TOOL_NAME + '", "arguments": {"bbox_2d": [x1, y1, x2, y2]}}',
+        "</tool_call>",
+        f"Every box is {scale}; the zoomed region comes back in the next turn.",
+        "When you can answer, reply without a tool call and give the final answer inside <answer></answer>.",
+    ])
+
+
+def zoom_result_prompt(turns_left: int, error: str | None = None) -> str:
+    """Evaluation, agent baseline: the text that comes back with a zoomed region (or a failed call)."""
+    head = (f"The zoom-in call failed: {error.strip()}. Call {ZOOM_TOOL_NAME} with arguments "
+            'like {"bbox_2d": [x1, y1, x2, y2]} (JSON), or answer.') if error else "Here is the zoomed-in region."
+    tail = ("This was your last zoom-in: answer now, inside <answer></answer>." if turns_left <= 1
+            else f"You may zoom in up to {turns_left - 1} more time(s) or answer inside <answer></answer>.")
+    return f"{head}\n{tail}"
+
+
+# --------------------------------------------------------------------------- zoom agent baseline (zwz_ray.eval.agent) - end

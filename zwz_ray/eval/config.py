@@ -177,6 +177,28 @@ class CoverageConfig:
 
 
 @dataclass
+class AgentConfig:
+    """The thinking-with-images baseline: each model may also answer as a zoom agent (view ``agent``).
+
+    The model sees the full image and may call ``image_zoom_in_tool`` (a box on the first image) any
+    number of times; each call's crop comes back as a new image in the next turn (``zwz_ray.eval.agent``).
+    """
+
+    enabled: bool = setting(False, doc="also evaluate the models as zoom agents (view `agent`), next to single-pass answers")
+    max_turns: int = bounded(6, 1, 32, doc="model calls per item at most; the last one must answer (tool calls <= max_turns - 1)")
+    coords: Literal["auto", "absolute", "relative1000"] = setting("auto", doc=(
+        "bbox_2d convention; auto: by model family (Qwen3-VL: relative1000 = 0..1000; others: absolute = pixels of "
+        "the processor-resized image, mapped back to the source)"))
+    min_side: int = bounded(28, 1, doc="smallest side of a zoom box in source pixels; smaller boxes grow around their centre")
+    upscale: float = bounded(2.0, 1.0, 8.0, doc="upscale of each crop (Lanczos, like the micro-crops), capped at the model's max_pixels")
+    max_tokens: int = bounded(512, 16, doc="generation limit per turn (inference.max_tokens is the single-pass limit)")
+    grammar: bool | Literal["auto"] = setting("auto", doc=(
+        "on/off: constrain every turn to one tool call or one <answer> (EBNF; the last turn: the answer); auto: on for "
+        "random-weight tiny:* models only"))
+    models: list[str] = listed(doc="model labels run as agents; empty: every model")
+
+
+@dataclass
 class OutputConfig:
     """Where predictions, metrics and the report go."""
 
@@ -195,6 +217,7 @@ class EvalConfig:
     judge_options: JudgeOptions = section(JudgeOptions, doc="how the judge is asked")
     inference: InferenceConfig = section(InferenceConfig, doc="the evaluation protocol (reference | fast), views, and settings overridden on top of it")
     coverage: CoverageConfig = section(CoverageConfig, doc="attention coverage")
+    agent: AgentConfig = section(AgentConfig, doc="the zoom-agent (thinking with images) baseline")
     output: OutputConfig = section(OutputConfig, doc="predictions, metrics and report")
     ray: RayConfig = section(RayConfig, doc="the Ray runtime")
     suite: list[BenchmarkConfig] = section(list, doc=(
@@ -213,6 +236,9 @@ class EvalConfig:
         unknown = sorted(set(self.coverage.models) - set(labels))
         if unknown:
             raise ConfigError(f"{where}.coverage.models: {unknown} are not among the models {labels}")
+        unknown = sorted(set(self.agent.models) - set(labels))
+        if unknown:
+            raise ConfigError(f"{where}.agent.models: {unknown} are not among the models {labels}")
 
 
 def suite_key(b: BenchmarkConfig) -> str:

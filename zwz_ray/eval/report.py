@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -274,6 +275,56 @@ def _rule_section(r: EvalReportInput) -> list[str]:
     rows = [[label, view] + [str(m["rules"][view].get(r, 0)) for r in rules] for label, m in metrics.items()
             for view in VIEWS if view in m["rules"]]
     return ["## Which rule decided", ""] + _table(header, rows) + [""]
+
+
+# --------------------------------------------------------------------------- zoom-agent baseline
+
+
+def agent_section(metrics: dict, fs, root: str, plot: str = "plots/agent_speed.png") -> list[str]:
+    """Single-pass vs zoom agent per model (table + accuracy-vs-seconds plot written under ``root``); [] without agents."""
+    agents = {label: m["agent"] for label, m in metrics.items() if m.get("agent")}
+    if not agents:
+        return []
+
+    def num(value, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    rows = [[label, str(a["n"]), pct(a["single_accuracy"]), pct(a["accuracy"]), num(a["single_items_per_s"], ".2f"),
+             num(a["agent_items_per_s"], ".2f"), num(a["latency_ratio"], ".1f") + ("x" if a["latency_ratio"] else ""),
+             num(a["mean_turns"], ".2f"), num(a["mean_tool_calls"], ".2f"), f"{a['malformed_calls']}/{a['tool_calls']}",
+             num(a["single_tokens"], ".0f"), num(a["agent_tokens"], ".0f")] for label, a in agents.items()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, (label, a) in enumerate(agents.items()):
+        color = f"C{k}"
+        points = [(a[f"{mode}_s_per_item"], a[acc]) for mode, acc in (("single", "single_accuracy"), ("agent", "accuracy"))]
+        if any(x is None or y is None for x, y in points):
+            continue
+        (x0, y0), (x1, y1) = [(x, 100 * y) for x, y in points]
+        ax.plot([x0, x1], [y0, y1], color=color, linestyle=":", linewidth=1)
+        ax.scatter([x0], [y0], color=color, marker="o", label=f"{label} single pass")
+        ax.scatter([x1], [y1], color=color, marker="s", label=f"{label} zoom agent")
+        if a["latency_ratio"]:
+            ax.annotate(f"{a['latency_ratio']:.1f}x the time", (x1, y1), textcoords="offset points", xytext=(0, 8),
+                        ha="center", fontsize=7, color=color)
+    ax.set_xscale("log")
+    plain = matplotlib.ticker.FormatStrFormatter("%.3g")  # seconds as numbers, not powers of ten
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=6)
+    ax.set_xlabel("seconds per item (log)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-4, 104)  # a point at 0 or 100 % stays visible
+    ax.set_title("Single pass vs zoom agent: accuracy against cost")
+    ax.legend(fontsize=7)
+    fs.makedirs(f"{root}/plots", exist_ok=True)
+    save_png(fig, fs, f"{root}/{plot}")
+    header = ["model", "items", "single acc", "agent acc", "single items/s", "agent items/s", "latency ratio", "turns",
+              "tool calls", "malformed", "single tokens/item", "agent tokens/item"]
+    return ["## Single pass vs zoom agent", "",
+            "The zoom agent (thinking with images) sees the full image and may call `image_zoom_in_tool` before it "
+            "answers; single pass = the global view. Same items, same judge. Seconds per item: engine time shared by "
+            "the items of each call (the agent: summed over its turns, plus its crops); latency ratio = agent / single.",
+            ""] + _table(header, rows) + ["", f"![single pass vs zoom agent]({plot})", ""]
 
 
 Section = Callable[[EvalReportInput], list[str]]

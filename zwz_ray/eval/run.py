@@ -121,6 +121,28 @@ def _judge(cfg: EvalConfig, store: PredictionStore, labels: list[str], keys: set
     return len(judged)
 
 
+def _agent_passes(cfg: EvalConfig, items, store: PredictionStore, keys: set[str]) -> dict:
+    """The zoom-agent baseline (``cfg.agent``) of the models it names; adds its (item, view) keys to ``keys``."""
+    if not cfg.agent.enabled:
+        return {}
+    from zwz_ray.eval.agent import run_agent_pass
+
+    runs = {}
+    for model in cfg.models:
+        if not cfg.agent.models or model.label in cfg.agent.models:
+            runs[model.label], agent_keys = run_agent_pass(model, items, store, cfg)
+            keys |= agent_keys
+    return runs
+
+
+def _traces(cfg: EvalConfig, label: str, keys: set[str]):
+    if not cfg.agent.enabled:
+        return None
+    from zwz_ray.eval.agent import load_traces
+
+    return load_traces(cfg.output.dir, label, keys)
+
+
 def _current(df: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
     """Rows of the benchmark as it is now (a file may hold rows of a longer earlier run)."""
     if df.empty:
@@ -145,7 +167,10 @@ def _report(cfg: EvalConfig, bench: Benchmark, preds: dict, metrics: dict, cover
     refs = [m.model for m in cfg.models] + ([cfg.judge.model] if cfg.judge else [])
     own = scores_markdown(bench.name, benchmark_scores(bench, preds))  # a preset's own breakdown
     path = uris.join(cfg.output.dir, "report.md")
-    uris.atomic_write(path, render_markdown(bench.name, metrics, coverage, plots, judge, refs) + "\n".join(own))
+    from zwz_ray.eval.report import agent_section
+
+    text = render_markdown(bench.name, metrics, coverage, plots, judge, refs) + "\n".join(own) + "\n".join(agent_section(metrics, fs, root))
+    uris.atomic_write(path, text)
     return path
 
 
@@ -197,15 +222,18 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         keys |= model_keys
     if keys and keys != known:
         store.save_benchmark_keys(bench_fp, keys)
+    agent_runs = _agent_passes(cfg, items, store, keys)
     labels = [m.label for m in cfg.models]
     judged = _judge(cfg, store, labels, keys) if cfg.judge else 0
     preds = {label: rescore(bench, _current(store.load(label), keys)) for label in labels}
-    per_model = {label: {**compute_metrics(df), "protocol": cfg.inference.describe()} for label, df in preds.items()}
+    per_model = {label: {**compute_metrics(df, _traces(cfg, label, keys)), "protocol": cfg.inference.describe()}
+                 for label, df in preds.items()}
     coverage = _coverage(cfg, bench, store, bench_fp, fs, root) if cfg.coverage.enabled else {}
     metrics = {"benchmark": {"name": bench.name, "format": bench.format, "path": cfg.benchmark.path},
                "protocol": protocol_record(cfg), "judge": cfg.judge.label if cfg.judge else None, "models": per_model,
                "coverage": coverage, "scores": benchmark_scores(bench, preds),
                "runs": {label: vars(r) for label, r in runs.items()}, "judge_requests": judged,
+               "agent_runs": {label: vars(r) for label, r in agent_runs.items()},
                "created": pd.Timestamp.now("UTC").isoformat()}
     metrics_path = uris.join(cfg.output.dir, "metrics.json")
     uris.atomic_write(metrics_path, json.dumps(metrics, indent=2, default=str))
