@@ -17,7 +17,7 @@ from zwz_ray.prompts import VERDICT_PREFIX, validation_prompt
 from zwz_ray.synth.config import InputConfig, ValidationConfig
 from zwz_ray.synth.stages.base import QUESTION, ModelStage, SourceImages, frame_of, sampling, verdict_frame
 
-_VERDICT = re.compile(rf"{re.escape(VERDICT_PREFIX)}[\s*_]*(yes|no)\b", re.IGNORECASE)
+_VERDICT = re.compile(rf"[*_#]*{re.escape(VERDICT_PREFIX)}[\s*_]*(yes|no)\b", re.IGNORECASE)  # "**VALID:** No" too
 REASON_KEEP_CHARS = 2000  # what the row keeps of the reasoning (provenance, not a cap on the model)
 
 
