@@ -128,6 +128,7 @@ def test_holistic_judge_majority_becomes_the_answer():
     ({"answer": "blue", "count": 7}, "matches no sample"),  # the judge names an answer nobody gave
     ({"answer": "navy", "count": 2}, "outside [4, 7]"),  # fewer than the exact matches
     ({"answer": "navy", "count": 8}, "outside [4, 7]"),  # more than the non-empty samples
+    ({"answer": "red", "count": 3}, "outside [4, 7]"),  # smaller than the largest exact-match group
     (None, "unusable"),
 ])
 def test_holistic_guard_rejects_what_the_samples_contradict(reply, why):

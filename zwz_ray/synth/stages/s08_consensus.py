@@ -8,8 +8,8 @@ asked and the group's most common spelling is the answer. Otherwise ``consensus.
 
 * ``holistic`` (the reference): ONE judge call per question sees all samples, reasons, and
   returns the majority answer as one normalised string plus its count. The reply is guarded: the
-  string must equal at least one sample under the normaliser and the count must lie between that
-  sample's exact-match group and the number of non-empty samples. A reply that fails the guard is
+  string must equal at least one sample under the normaliser and the count must lie between the
+  largest exact-match group (its own included) and the number of non-empty samples. A reply that fails the guard is
   not trusted: the row falls back to the normaliser's groups, ``consensus_by`` says
   ``judge_rejected`` and the stage's ``judge_rejected`` flag counts it in stats.json.
 * ``pairwise`` (ours, kept as an option): the judge compares one representative per group
@@ -172,9 +172,10 @@ def check_majority(answers: list, majority: str, count: int) -> tuple[list[int] 
     group = next((g for g in groups if normalize_answer(answers[g[0]]) == key), None) if key else None
     if group is None:
         return None, f"judge majority {majority!r} matches no sample"
-    non_empty = sum(len(g) for g in groups)
-    if not len(group) <= count <= non_empty:
-        return None, f"judge count {count} for {majority!r} outside [{len(group)}, {non_empty}] (exact matches, non-empty samples)"
+    # a majority holds at least its own exact matches and at least the largest exact-match group
+    least, non_empty = max(len(group), max(len(g) for g in groups)), sum(len(g) for g in groups)
+    if not least <= count <= non_empty:
+        return None, f"judge count {count} for {majority!r} outside [{least}, {non_empty}] (exact-match group, non-empty samples)"
     return group, ""
 
 
