@@ -543,30 +543,30 @@ def tiny_judge():
 def test_tiny_teacher_closes_every_framed_reply(scene, tiny_vlm):
     """A random model never closes free text; the grammar frames make every reply readable."""
     cfg, engine = tiny_vlm
-    answers = Answers(cfg, AnswersConfig(frame="boxed_grammar", frame_reasoning_chars=24, answer_max_chars=40, max_tokens=96),
+    answers = Answers(cfg, AnswersConfig(frame="boxed_grammar", frame_reasoning_chars=12, answer_max_chars=24, max_tokens=64),
                       engine=engine)
     (row,) = run(answers, [question_row(scene)])
-    assert len(row["teacher_answers"]) == 4 and all(0 < len(a) <= 40 for a in row["teacher_answers"])
-    validation = Validation(cfg, ValidationConfig(frame="verdict_grammar", frame_reasoning_chars=40, max_tokens=64),
+    assert len(row["teacher_answers"]) == 4 and all(0 < len(a) <= 24 for a in row["teacher_answers"])
+    validation = Validation(cfg, ValidationConfig(frame="verdict_grammar", frame_reasoning_chars=20, max_tokens=48),
                             InputConfig(), engine=engine)
     out = run(validation, [question_row(scene, q) for q in ("What colour is the cup?", "How many dots?")])
     for r in out:  # every reply parsed: a verdict either way, with its reasoning
         assert r["drop_reason"] in (None, "invalid_question")
         assert r["validation_reason"] if r["drop_reason"] is None else r["drop_detail"]
-    distractors = Distractors(cfg, MCQConfig(frame="boxed_grammar", frame_reasoning_chars=16, option_max_chars=12,
-                                             max_tokens=96, max_attempts=1), engine=engine)
+    distractors = Distractors(cfg, MCQConfig(frame="boxed_grammar", frame_reasoning_chars=8, option_max_chars=8,
+                                             max_tokens=64, max_attempts=1), engine=engine)
     (row,) = run(distractors, [mcq_row(scene)])
     assert len(row["distractors"]) == 3
 
 
 def test_tiny_student_difficulty_with_a_letter_frame_and_free_reasoning(scene, tiny_vlm, tiny_judge):
     cfg, engine = tiny_vlm
-    framed = DifficultyConfig(frame="boxed_grammar", frame_reasoning_chars=24, max_tokens=48)
+    framed = DifficultyConfig(frame="boxed_grammar", frame_reasoning_chars=12, max_tokens=32)
     stage = Difficulty(cfg, framed, tiny_judge[0], judge_engine=tiny_judge[1], engine=engine)
     (out,) = run(stage, [difficulty_row(scene)])
     assert out["difficulty_checked"] is True and 0 <= out["difficulty_correct"] <= 4
     assert tiny_judge[1].stats.calls == 0  # a boxed letter is decided by the rules: no judge call
-    free = Difficulty(cfg, DifficultyConfig(max_tokens=24, judge=False), engine=engine)
+    free = Difficulty(cfg, DifficultyConfig(max_tokens=12, judge=False), engine=engine)
     (out,) = run(free, [difficulty_row(scene)])
     assert out["difficulty_checked"] is True and out["difficulty_correct"] is not None
 
