@@ -1,20 +1,23 @@
-"""Model calls and prompt tokens per kept row: this pipeline vs the reference algorithm's pattern.
+"""Model calls and tokens per kept row: this pipeline vs the reference algorithm's pattern.
 
     python benchmarks/bench_synth_calls.py                          # runs configs/synth/laptop.yaml first
     python benchmarks/bench_synth_calls.py --output outputs/synth_laptop   # reuse a finished run
 
-The pipeline asks each answerer for all its samples in ONE request, sends a JSON schema with
-every parsed request (so replies parse at the first try) and never retries. The reference
-pattern, applied to the very same rows (each stage's rows_in from stats.json):
+The pipeline asks each answerer for all its samples in ONE request, reads every reply with a
+parser that never needs a second try (JSON for proposal and questions; the first "VALID:" line;
+the last \\boxed{}), asks the consensus judge only when the normaliser leaves the outcome open,
+and retries distractors at most ``mcq.max_attempts`` times. The reference pattern, applied to the
+very same rows (each stage's rows_in from stats.json):
 
 * one request per sample: 2 answerers x 4 samples = 8 answer requests per question, K = 4
   student requests per item; each request re-sends the prompt and the image;
+* one holistic judge call for EVERY question;
 * free-text replies parsed afterwards, a failed parse retried up to ``--max-attempts`` times.
 
 The reference's parse-failure rate is MEASURED here, per stage, on the same tiny teacher with
-``structured_output: off`` (the schema described in the prompt, replies parsed with the same
-tolerant parser); the same probe with structured output on is shown next to it. Prompt tokens
-per request are taken from the run itself (same prompts, same images).
+``structured_output: off`` (free text: the JSON schema described in the prompt, reply frames
+dropped) and read by the stage's own reader; the same probe with the config's constraints on is
+shown next to it. Prompt and completion tokens per request are taken from the run itself.
 """
 
 from __future__ import annotations
@@ -46,14 +49,16 @@ def run_pipeline(config: str, out: str) -> str:
 
 
 def probe_requests(cfg, n: int):
-    """(stage, schema, requests) with the pipeline's own prompts on demo images and crops."""
+    """(stage, reader, requests) with the pipeline's own prompts, frames and readers on demo images and crops;
+    ``reader(text)`` is True when the reply is usable."""
     from PIL import Image
 
     from zwz_ray.demo import ensure_demo_images, load_manifest
     from zwz_ray.engines import ChatRequest, SamplingParams, user_message
     from zwz_ray.images import fit_pixels, micro_crop
-    from zwz_ray.prompts import answer_prompt, distractor_prompt, proposal_prompt, question_prompt, validation_prompt
-    from zwz_ray.synth.stages import ANSWER_SCHEMA, VALIDATION_SCHEMA, distractor_schema, proposal_schema, questions_schema
+    from zwz_ray.prompts import VERDICT_PREFIX, answer_prompt, distractor_prompt, proposal_prompt, question_prompt, validation_prompt
+    from zwz_ray.synth.stages import boxed_contents, proposal_schema, questions_schema, read_answer, read_verdict
+    from zwz_ray.synth.stages.base import boxed_frame, frame_of, parse_reply, verdict_frame
 
     folder = os.path.join(tempfile.gettempdir(), "zwz_bench", "probe_scenes")
     ensure_demo_images(folder, n=2, seed=0)
@@ -63,23 +68,28 @@ def probe_requests(cfg, n: int):
     view = fit_pixels(full, 1, budget)
     crops = [fit_pixels(micro_crop(full, d["box"], 2.0), 1, budget) for d in entry["details"]]
     detail = entry["details"][0]
+    a, m, v = cfg.answers, cfg.mcq, cfg.validation
 
-    def make(prompt, images, section, schema):
+    def make(prompt, images, section, schema=None, grammar=None):
         return [ChatRequest([user_message(prompt, images)],
-                            SamplingParams(1, section.temperature, section.top_p, section.max_tokens, seed=i), schema)
+                            SamplingParams(1, section.temperature, section.top_p, section.max_tokens, seed=i), schema, grammar=grammar)
                 for i in range(n)]
 
+    def json_reader(schema):
+        return lambda text: parse_reply(text, schema)[0] is not None
+
+    proposal, questions = proposal_schema(cfg.proposal.max_objects), questions_schema(cfg.questions.n)
     return [
-        ("proposal", proposal_schema(cfg.proposal.max_objects),
-         make(proposal_prompt(cfg.proposal.max_objects), [view], cfg.proposal, proposal_schema(cfg.proposal.max_objects))),
-        ("questions", questions_schema(cfg.questions.n),
-         make(question_prompt([], cfg.questions.n, detail["name"]), [crops[0]], cfg.questions, questions_schema(cfg.questions.n))),
-        ("validation", VALIDATION_SCHEMA,
-         make(validation_prompt(detail["question"]), [view, crops[0]], cfg.validation, VALIDATION_SCHEMA)),
-        ("answers", ANSWER_SCHEMA, make(answer_prompt(detail["question"]), [crops[0]], cfg.answers, ANSWER_SCHEMA)),
-        ("distractors", distractor_schema(cfg.mcq.n_distractors),
-         make(distractor_prompt(detail["question"], detail["answer"], cfg.mcq.n_distractors), [view], cfg.mcq,
-              distractor_schema(cfg.mcq.n_distractors))),
+        ("proposal", json_reader(proposal), make(proposal_prompt(cfg.proposal.max_objects), [view], cfg.proposal, proposal)),
+        ("questions", json_reader(questions), make(question_prompt([], cfg.questions.n), [crops[0]], cfg.questions, questions)),
+        ("validation", lambda text: read_verdict(text)[0] is not None,
+         make(validation_prompt(detail["question"]), [view, crops[0]], v,
+              grammar=frame_of(v, verdict_frame(v.frame_reasoning_chars, VERDICT_PREFIX)))),
+        ("answers", lambda text: bool(read_answer(text)),
+         make(answer_prompt(detail["question"]), [crops[0]], a, grammar=frame_of(a, boxed_frame(a.frame_reasoning_chars, a.answer_max_chars)))),
+        ("distractors", lambda text: len(boxed_contents(text)) >= m.n_distractors,
+         make(distractor_prompt(detail["question"], detail["answer"], m.n_distractors), [view], m,
+              grammar=frame_of(m, boxed_frame(m.frame_reasoning_chars, m.option_max_chars, m.n_distractors)))),
     ]
 
 
@@ -87,13 +97,12 @@ def failure_rates(cfg, n: int, structured: str) -> dict[str, float]:
     from dataclasses import replace
 
     from zwz_ray.engines import build_engine
-    from zwz_ray.synth.stages.base import parse_reply
 
     engine = build_engine(replace(cfg.models.teacher, structured_output=structured))
     rates = {}
-    for stage, schema, requests in probe_requests(cfg, n):
+    for stage, reader, requests in probe_requests(cfg, n):
         results = engine.chat(requests)
-        failed = sum(1 for r in results if r.error or parse_reply(r.texts[0] if r.texts else "", schema)[0] is None)
+        failed = sum(1 for r in results if r.error or not reader(r.texts[0] if r.texts else ""))
         rates[stage] = failed / len(results)
     engine.close()
     return rates
@@ -115,41 +124,44 @@ def compare(stats: dict, cfg, rates: dict[str, float], max_attempts: int) -> lis
             continue  # SAM3, not the teacher, and the same forward passes either way
         calls = sum(m["calls"] for m in s["models"].values())
         prompt = sum(m["prompt_tokens"] for m in s["models"].values())
-        if not r or not calls or r == "judge":
+        completion = sum(m["completion_tokens"] for m in s["models"].values())
+        if not r or not calls:
             continue
         per_row = cfg.answers.samples_per_teacher if r == "answerers" else cfg.difficulty.k if r == "student" else 1
-        p = 0.0 if r == "student" else rates.get("answers" if r == "answerers" else stage, 0.0)  # no student retries
+        p = 0.0 if r in ("student", "judge") else rates.get("answers" if r == "answerers" else stage, 0.0)
         attempts = expected_attempts(p, max_attempts)
         ref_calls = s["rows_in"] * per_row * attempts
+        # a reference request carries one sample: generated tokens per sample times its requests
+        ref_completion = completion / (calls * per_row) * ref_calls
         lines.append({"stage": stage, "role": r, "rows_in": s["rows_in"], "calls": calls, "prompt_tokens": prompt,
-                      "ref_calls": ref_calls, "ref_prompt_tokens": ref_calls * prompt / calls, "p_fail": p})
+                      "completion_tokens": completion, "ref_calls": ref_calls, "ref_prompt_tokens": ref_calls * prompt / calls,
+                      "ref_completion_tokens": ref_completion, "p_fail": p})
     return lines
 
 
 def report(lines: list[dict], stats: dict, rates_off: dict, rates_on: dict, max_attempts: int) -> None:
     kept = max(1, stats["kept_rows"])
-    print("\nparse failures per stage on the tiny teacher (probe): structured off -> on")
+    print("\nunusable replies per stage on the tiny teacher (probe): free text -> the config's constraints")
     for stage in rates_off:
         print(f"  {stage:>10}: {rates_off[stage]:5.0%} -> {rates_on[stage]:5.0%}")
     print(f"\nkept rows: {stats['kept_rows']}; reference retries a failed parse up to {max_attempts} attempts\n")
-    print(f"{'stage':>12} {'rows_in':>7} {'calls':>7} {'ref calls':>9} {'prompt tok':>10} {'ref prompt tok':>14}")
+    print(f"{'stage':>12} {'rows_in':>7} {'calls':>7} {'ref calls':>9} {'prompt tok':>10} {'ref prompt tok':>14} "
+          f"{'gen tok':>8} {'ref gen tok':>11}")
     for ln in lines:
         print(f"{ln['stage']:>12} {ln['rows_in']:>7} {ln['calls']:>7} {ln['ref_calls']:>9.1f} {ln['prompt_tokens']:>10} "
-              f"{ln['ref_prompt_tokens']:>14.0f}")
-    no_retry = [dict(ln, ref_calls=ln["ref_calls"] / expected_attempts(ln["p_fail"], max_attempts)) for ln in lines
-                if ln["role"] in ("teacher", "answerers")]
-    c = sum(ln["ref_calls"] for ln in no_retry) / max(1, sum(ln["calls"] for ln in no_retry))
-    for title, roles in (("teacher + answerers", {"teacher", "answerers"}), ("student (difficulty)", {"student"})):
+              f"{ln['ref_prompt_tokens']:>14.0f} {ln['completion_tokens']:>8} {ln['ref_completion_tokens']:>11.0f}")
+    for title, roles in (("teacher + answerers", {"teacher", "answerers"}), ("consensus judge", {"judge"}),
+                         ("student (difficulty)", {"student"})):
         sel = [ln for ln in lines if ln["role"] in roles]
         ours_c, ref_c = sum(ln["calls"] for ln in sel), sum(ln["ref_calls"] for ln in sel)
         ours_t, ref_t = sum(ln["prompt_tokens"] for ln in sel), sum(ln["ref_prompt_tokens"] for ln in sel)
+        ours_g, ref_g = sum(ln["completion_tokens"] for ln in sel), sum(ln["ref_completion_tokens"] for ln in sel)
         if not ours_c:
             continue
-        print(f"\n{title}: per kept row {ours_c / kept:.1f} calls, {ours_t / kept:.0f} prompt tokens; reference "
-              f"{ref_c / kept:.1f} calls, {ref_t / kept:.0f} prompt tokens")
-        print(f"  ratio reference / pipeline: calls {ref_c / ours_c:.2f}x, prompt tokens {ref_t / ours_t:.2f}x")
-        if "teacher" in roles:
-            print(f"  (a reference teacher that always parses, i.e. no retries: calls {c:.2f}x)")
+        print(f"\n{title}: per kept row {ours_c / kept:.1f} calls, {ours_t / kept:.0f} prompt + {ours_g / kept:.0f} generated "
+              f"tokens; reference {ref_c / kept:.1f} calls, {ref_t / kept:.0f} prompt + {ref_g / kept:.0f} generated tokens")
+        print(f"  ratio reference / pipeline: calls {ref_c / ours_c:.2f}x, prompt tokens {ref_t / ours_t:.2f}x, "
+              f"generated tokens {ref_g / max(1, ours_g):.2f}x")
 
 
 def main() -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from zwz_ray.synth.stages.s08_consensus import ConsensusResult, consensus, group_answers, keep, representative
+from zwz_ray.synth.stages.s08_consensus import (
+    ConsensusResult,
+    check_majority,
+    consensus,
+    group_answers,
+    holistic_consensus,
+    keep,
+    representative,
+)
 
 
 def colour_judge(calls: list):
@@ -105,3 +113,31 @@ def test_threshold_is_configurable():
     result = consensus(["a", "a", "a", "b"])
     assert keep(result, 0.75) and not keep(result, 0.8)
     assert keep(consensus(["a", "b"]), 0.5)
+
+
+# --------------------------------------------------------------------------- holistic judge and its guard
+
+
+def test_holistic_judge_majority_becomes_the_answer():
+    answers = ["navy", "navy blue", "navy", "dark blue", "Navy", "navy", "red", ""]
+    result = holistic_consensus(answers, 0.75, {"answer": "Navy", "count": 6})
+    assert (result.answer, result.fraction, result.decided_by) == ("Navy", 6 / 8, "judge") and keep(result)
+
+
+@pytest.mark.parametrize("reply,why", [
+    ({"answer": "blue", "count": 7}, "matches no sample"),  # the judge names an answer nobody gave
+    ({"answer": "navy", "count": 2}, "outside [4, 7]"),  # fewer than the exact matches
+    ({"answer": "navy", "count": 8}, "outside [4, 7]"),  # more than the non-empty samples
+    ({"answer": "red", "count": 3}, "outside [4, 7]"),  # smaller than the largest exact-match group
+    (None, "unusable"),
+])
+def test_holistic_guard_rejects_what_the_samples_contradict(reply, why):
+    answers = ["navy", "navy blue", "navy", "dark blue", "Navy", "navy", "red", ""]
+    result = holistic_consensus(answers, 0.75, reply, "judge reply unusable: no JSON")
+    assert result.decided_by == "judge_rejected" and why in result.note
+    assert result.answer == "navy" and result.fraction == 4 / 8 and not keep(result)  # the normaliser's view stands
+
+
+def test_check_majority_uses_the_normaliser():
+    group, why = check_majority(["5", "five", "6", "5.0"], "Five", 3)
+    assert group == [0, 1, 3] and why == ""

@@ -32,11 +32,12 @@ RENDERED = {
     "grounding_query": lambda: prompts.grounding_query("  Red Umbrella. "),
     "vlm_grounding_absolute": lambda: prompts.vlm_grounding_prompt("red umbrella", "absolute"),
     "vlm_grounding_relative1000": lambda: prompts.vlm_grounding_prompt("red umbrella", "relative1000"),
-    "question": lambda: prompts.question_prompt(EXAMPLES, n=3, object_name="water bottle"),
+    "question": lambda: prompts.question_prompt(EXAMPLES, n=3),
     "question_no_examples": lambda: prompts.question_prompt([], n=2),
     "validation": lambda: prompts.validation_prompt(QUESTION),
     "answer": lambda: prompts.answer_prompt(QUESTION),
     "equivalence": lambda: prompts.equivalence_prompt("How many birds are on the wire?", "5", "five"),
+    "consensus": lambda: prompts.consensus_prompt("How many birds are on the wire?", ["5", "five", "", "6"]),
     "overlay_question": lambda: prompts.overlay_question(QUESTION),
     "distractor": lambda: prompts.distractor_prompt(QUESTION, "blue", n=3),
     "mcq_problem": lambda: prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"]),
@@ -81,7 +82,7 @@ def test_prompts_are_clean():
         text = render()
         assert text == text.strip() and all("  " not in line and line == line.strip() for line in text.splitlines()), name
         assert "\n\n\n" not in text, name
-        assert "{" not in text or "JSON" in text, f"{name}: unformatted placeholder?"
+        assert "{" not in text.replace("\\boxed{}", "") or "JSON" in text, f"{name}: unformatted placeholder?"
 
 
 def test_mcq_problem_letters_and_instruction():
@@ -104,9 +105,34 @@ def test_vlm_grounding_rejects_unknown_coords():
 
 def test_question_prompt_lists_every_type_and_example():
     text = prompts.question_prompt(EXAMPLES, n=3)
-    assert all(t in text for t in prompts.QUESTION_TYPES)
+    assert all(t in text for t in prompts.QUESTION_TYPES) and "anomaly_detection" in prompts.QUESTION_TYPES
     assert all(e in text for e in EXAMPLES)
     assert "up to 3 questions" in text and "empty list" in text
+    assert "yes/no" not in text.lower()  # the reference does not forbid yes/no questions
+
+
+def test_question_prompt_cannot_be_told_the_object_name():
+    import inspect
+
+    assert list(inspect.signature(prompts.question_prompt).parameters) == ["examples", "n"]
+
+
+def test_validation_prompt_states_criterion_four_fully_and_a_worked_example():
+    text = prompts.validation_prompt(QUESTION)
+    for phrase in ('"it"', '"this object"', "viewpoint", '"a lot"', '"some"', "step by step", "fails point"):
+        assert phrase in text, phrase
+    assert text.endswith(f'"{prompts.VERDICT_PREFIX} Yes" or "{prompts.VERDICT_PREFIX} No".')
+    assert "300" not in text and "JSON" not in text  # free reasoning, no length cap
+
+
+def test_consensus_prompt_numbers_every_answer():
+    text = prompts.consensus_prompt("Q?", ["red", "", "crimson"])
+    assert "1. red\n2. (no answer)\n3. crimson" in text and "count" in text and "reasoning" in text
+
+
+def test_teacher_and_student_prompts_ask_for_a_box():
+    for text in (prompts.answer_prompt(QUESTION), prompts.distractor_prompt(QUESTION, "blue"), prompts.difficulty_prompt("P")):
+        assert "\\boxed{}" in text and "JSON" not in text
 
 
 # --------------------------------------------------------------------------- seed questions
@@ -148,15 +174,10 @@ ALL_SCHEMAS = {
     "proposal_5": schemas.proposal_schema(5),
     "questions": schemas.QUESTIONS_SCHEMA,
     "questions_1": schemas.questions_schema(1),
-    "validation": schemas.VALIDATION_SCHEMA,
-    "answer": schemas.ANSWER_SCHEMA,
     "equivalence": schemas.SYNTH_EQUIVALENCE_SCHEMA,
-    "distractor": schemas.DISTRACTOR_SCHEMA,
-    "distractor_4": schemas.distractor_schema(4),
+    "majority": schemas.majority_schema(8, ["red", "dark red"], 2000),
     "vlm_box": schemas.VLM_BOX_SCHEMA,
     "vlm_box_relative": schemas.vlm_box_schema("relative1000"),
-    "difficulty": schemas.DIFFICULTY_SCHEMA,
-    "difficulty_ab": schemas.difficulty_schema("AB"),
 }
 
 
@@ -188,8 +209,7 @@ def test_schema_is_valid_and_bounded(name):
 
 
 def test_property_order_puts_reasoning_first():
-    assert list(schemas.VALIDATION_SCHEMA["properties"]) == ["reason", "valid"]
-    assert list(schemas.ANSWER_SCHEMA["properties"]) == ["reasoning", "answer"]
+    assert list(schemas.majority_schema(8, ["x"], 10)["properties"]) == ["reasoning", "answer", "count"]
 
 
 def _valid(schema, value):
@@ -207,19 +227,15 @@ def _valid(schema, value):
         (schemas.QUESTIONS_SCHEMA, {"questions": []}, {"questions": [{"type": "ocr", "question": "Q" * 161}]}),
         (schemas.QUESTIONS_SCHEMA, {"questions": []},
          {"questions": [{"type": "ocr", "question": "What is it?"}] * 4}),
-        (schemas.VALIDATION_SCHEMA, {"reason": "All four hold.", "valid": "Yes"}, {"reason": "ok", "valid": "yes"}),
-        (schemas.VALIDATION_SCHEMA, {"reason": "ok", "valid": "No"}, {"valid": "No"}),
-        (schemas.ANSWER_SCHEMA, {"reasoning": "I count five.", "answer": "5"}, {"reasoning": "", "answer": ""}),
-        (schemas.ANSWER_SCHEMA, {"reasoning": "", "answer": "red"}, {"reasoning": "", "answer": "x" * 41}),
         (schemas.SYNTH_EQUIVALENCE_SCHEMA, {"same": "No"}, {"same": True}),
-        (schemas.DISTRACTOR_SCHEMA, {"options": ["red", "green", "white"]}, {"options": ["red", "green"]}),
-        (schemas.DISTRACTOR_SCHEMA, {"options": ["red", "green", "white"]}, {"options": ["red", "", "white"]}),
+        (schemas.majority_schema(8, ["red"], 50), {"reasoning": "", "answer": "red", "count": 8},
+         {"reasoning": "", "answer": "red", "count": 9}),
+        (schemas.majority_schema(8, ["x" * 200], 50), {"reasoning": "r", "answer": "x" * 200, "count": 6},
+         {"reasoning": "r", "answer": "x" * 301, "count": 6}),
         (schemas.VLM_BOX_SCHEMA, {"box": [10, 20, 300, 400]}, {"box": [10, 20, 300]}),
         (schemas.VLM_BOX_SCHEMA, {"box": [0, 0, 1, 1]}, {"box": [-1, 0, 1, 1]}),
         (schemas.vlm_box_schema("relative1000"), {"box": [0, 0, 1000, 1000]}, {"box": [0, 0, 1001, 10]}),
         (schemas.VLM_BOX_SCHEMA, {"box": [1, 2, 3, 4]}, {"box": [1.5, 2, 3, 4]}),
-        (schemas.DIFFICULTY_SCHEMA, {"answer": "D"}, {"answer": "E"}),
-        (schemas.difficulty_schema("AB"), {"answer": "B"}, {"answer": "C"}),
         (schemas.SYNTH_EQUIVALENCE_SCHEMA, {"same": "Yes"}, {"same": "Yes", "extra": 1}),
     ],
 )
@@ -246,3 +262,28 @@ def test_every_prompt_is_snapshotted():
     functions = {n for n, f in inspect.getmembers(prompts, inspect.isfunction) if f.__module__ == prompts.__name__ and n.endswith("_prompt")}
     covered = {n for n in functions if any(n in inspect.getsource(fn) for fn in RENDERED.values())}
     assert functions == covered, f"prompts without a golden snapshot: {sorted(functions - covered)}"
+
+
+# --------------------------------------------------------------------------- reply frames (grammars)
+
+
+def test_reply_frames_accept_long_answers_and_only_their_frame():
+    pytest.importorskip("xgrammar")
+    import xgrammar as xgr
+    from xgrammar.testing import _is_grammar_accept_string as accepts
+
+    from zwz_ray.synth.stages.base import boxed_frame, verdict_frame
+
+    ocr = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG - OPEN DAILY 9AM TO 5PM - " * 3
+    assert len(ocr) > 200
+    boxed = xgr.Grammar.from_ebnf(boxed_frame(2000, 300).text)
+    assert accepts(boxed, f"The sign reads, line by line:\\boxed{{{ocr}}}")
+    assert not accepts(boxed, "I think \\boxed{x" + "y" * 300 + "}")  # more than 300 characters in the box
+    assert not accepts(boxed, "no box at all")
+    three = xgr.Grammar.from_ebnf(boxed_frame(100, 40, boxes=3).text)
+    assert accepts(three, "ok\\boxed{red}\n\\boxed{green}\n\\boxed{dark blue}")
+    assert not accepts(three, "ok\\boxed{red}\n\\boxed{green}")
+    letter = xgr.Grammar.from_ebnf(boxed_frame(100, 1, answer='"A" | "B" | "C" | "D"').text)
+    assert accepts(letter, "Option C matches.\\boxed{C}") and not accepts(letter, "\\boxed{E}")
+    verdict = xgr.Grammar.from_ebnf(verdict_frame(500).text)
+    assert accepts(verdict, "1. yes 2. yes 3. yes 4. yes\nVALID: Yes") and not accepts(verdict, "\nVALID: Maybe")

@@ -1,7 +1,8 @@
 """Unit tests of the synthesis stages: geometry, filters, declared columns, drop reasons.
 
-Model stages run against ``ScriptedEngine``, a test double of the engine interface that
-answers from a script, so these tests load no model (the end-to-end tests use real ones).
+Most model stages run against ``ScriptedEngine``, a test double of the engine interface that
+answers from a script (to pin exact replies); the reply frames, the consensus guard and the
+difficulty filter are also run on real tiny models through the hf engine (the end of this file).
 """
 
 from __future__ import annotations
@@ -323,7 +324,7 @@ def test_questions_fan_out_and_mark_duplicates(scene):
     qs = [{"type": "color", "question": "What colour is the cup?"}, {"type": "counting", "question": "How many dots?"},
           {"type": "color", "question": "what colour is the cup"}]
     stage, engine = questions_stage(replies(json.dumps({"questions": qs})))
-    row = {**object_row(scene), "crop": crop_png()}
+    row = {**object_row(scene), "crop": crop_png(), "object_name": "zebra-striped thermos"}
     out = run(stage, [row])
     assert [r["question_index"] for r in out] == [0, 1, 2] and {r["n_questions"] for r in out} == {3}
     assert [r["drop_reason"] for r in out] == [None, None, "duplicate_question"]
@@ -333,6 +334,8 @@ def test_questions_fan_out_and_mark_duplicates(scene):
     assert len([p for p in content if p["type"] == "image"]) == 1  # the crop only
     text = content[-1]["text"]
     assert text.count("\n- ") >= 15  # 15 seed examples steer the style
+    assert "thermos" not in text.lower() and "zebra" not in text.lower()  # never told the grounded object's name
+    assert "object_name" not in Questions.reads
     run(stage, [row])
     assert engine.requests[1].messages[0]["content"][-1]["text"] == text  # the same examples for the same row
 
@@ -344,30 +347,51 @@ def test_no_questions_is_a_drop(scene):
 
 
 def test_validation_sees_full_image_and_crop(scene):
-    verdicts = {"What colour is the cup?": "Yes", "How many dots?": "No"}
-    engine = ScriptedEngine(lambda req: [json.dumps({"reason": "checked", "valid": verdicts[next(q for q in verdicts if q in req.messages[0]["content"][-1]["text"])]})])
+    long_reasoning = "1. The crop shows the cup. " * 40  # far beyond the old 300-character cap
+    verdicts = {"What colour is the cup?": f"{long_reasoning}\nVALID: Yes\nVALID: No",  # the FIRST verdict decides
+                "How many dots?": "Two similar dot groups exist.\n**VALID:** No",
+                "Which one?": "I am not sure."}
+    engine = ScriptedEngine(lambda req: [verdicts[next(q for q in verdicts if q in req.messages[0]["content"][-1]["text"])]])
     stage = Validation(EngineConfig(model="scripted"), ValidationConfig(), InputConfig(), engine=engine)
-    out = run(stage, [question_row(scene, "What colour is the cup?"), question_row(scene, "How many dots?")])
-    assert out[0]["drop_stage"] is None and out[0]["validation_reason"] == "checked"
-    assert out[1]["drop_reason"] == "invalid_question"
+    out = run(stage, [question_row(scene, q) for q in verdicts])
+    assert out[0]["drop_stage"] is None and out[0]["validation_reason"] == " ".join(long_reasoning.split())
+    assert out[1]["drop_reason"] == "invalid_question" and out[1]["drop_detail"] == "Two similar dot groups exist."
+    assert out[2]["drop_reason"] == "unparseable_output"
     request = engine.requests[0]
     images = [p["image"] for p in request.messages[0]["content"] if p["type"] == "image"]
     assert [im.size for im in images] == [(W, H), (200, 140)]  # full image first, then the crop
-    assert request.sampling.temperature == 0.3
+    assert (request.sampling.temperature, request.sampling.top_p) == (0.3, 0.9)
+    assert request.grammar is None and request.json_schema is None  # free reasoning by default
 
 
 # --------------------------------------------------------------------------- answers, consensus, MCQ, difficulty
 
 
 def test_answers_take_all_samples_in_one_request(scene):
-    texts = ['{"reasoning": "r", "answer": "red"}', "not json", '{"reasoning": "", "answer": " dark  red "}']
+    texts = ["Looking closely, the cup is red.\n\\boxed{red}", "no box here", "First \\boxed{pink}, no: \\boxed{ dark  red }"]
     engine = ScriptedEngine(lambda req: texts)
     stage = Answers(EngineConfig(model="scripted"), AnswersConfig(), engine=engine)
     row = {**question_row(scene), "teacher_answers": ["red"] * 4}
     (out,) = run(stage, [row])
-    assert len(engine.requests) == 1 and engine.requests[0].sampling.n == 4
-    assert engine.requests[0].sampling.temperature == 0.7
-    assert out["teacher_answers"] == ["red"] * 4 + ["red", "", "dark red", ""]  # unparseable and missing count as ""
+    request = engine.requests[0]
+    assert len(engine.requests) == 1 and request.sampling.n == 4
+    assert (request.sampling.temperature, request.sampling.top_p) == (0.7, 0.9) and request.sampling.max_tokens >= 4096
+    assert request.grammar is None and request.json_schema is None  # free reasoning by default
+    assert out["teacher_answers"] == ["red"] * 4 + ["red", "", "dark red", ""]  # no box and missing count as ""
+
+
+def test_a_200_character_ocr_answer_reaches_consensus(scene):
+    """Eight teachers read a long sign; their boxed answers (spacing and case aside) agree."""
+    sign = "CAUTION: WET FLOOR. PLEASE USE THE NORTH ENTRANCE WHILE CLEANING IS IN PROGRESS. " * 3
+    assert len(sign.strip()) > 200
+    spellings = [sign, sign.lower(), "  " + sign.replace(" ", "  "), sign]
+    engine = ScriptedEngine(lambda req: [f"Reading the sign word by word.\n\\boxed{{{t}}}" for t in spellings])
+    answers = Answers(EngineConfig(model="scripted"), AnswersConfig(), engine=engine)
+    rows = run(answers, [question_row(scene, "What does the yellow sign say?")])
+    rows = run(answers, rows)  # a second answerer, the same four spellings
+    (out,) = run(Consensus(ConsensusConfig(), None, expected_samples=8), rows)
+    assert out["drop_stage"] is None and out["consistency"] == 1.0 and out["consensus_by"] == "normalizer"
+    assert out["answer_text"] == " ".join(sign.split())
 
 
 def judge_reply(req):
@@ -378,9 +402,9 @@ def judge_reply(req):
     return [json.dumps({"same": "Yes" if same else "No"})]
 
 
-def test_consensus_normaliser_then_one_judge_call_per_batch(scene):
+def test_consensus_pairwise_normaliser_then_one_judge_call_per_batch(scene):
     engine = ScriptedEngine(judge_reply, label="judge")
-    stage = Consensus(ConsensusConfig(), EngineConfig(model="judge"), engine=engine, expected_samples=8)
+    stage = Consensus(ConsensusConfig(mode="pairwise"), EngineConfig(model="judge"), engine=engine, expected_samples=8)
     rows = [
         {**question_row(scene, "Q1"), "teacher_answers": ["5", "five", "5", "5.0", "5", "5", "6", "5"]},  # normaliser
         {**question_row(scene, "Q2"), "teacher_answers": ["red", "red", "crimson", "crimson", "red", "red", "blue", "red"]},
@@ -403,12 +427,28 @@ def test_consensus_without_judge_uses_the_normaliser():
 
 
 def test_distractors_come_from_the_overlay_image(scene):
-    engine = ScriptedEngine(replies('{"options": ["blue", "green", "yellow"]}'))
+    engine = ScriptedEngine(replies("Other plausible colours:\n\\boxed{blue}\n\\boxed{green}\n\\boxed{a pale yellow-green}"))
     stage = Distractors(EngineConfig(model="scripted"), MCQConfig(), engine=engine)
     (row,) = run(stage, [mcq_row(scene)])
-    assert row["distractors"] == ["blue", "green", "yellow"]
-    images = [p["image"] for p in engine.requests[0].messages[0]["content"] if p["type"] == "image"]
+    assert row["distractors"] == ["blue", "green", "a pale yellow-green"]
+    request = engine.requests[0]
+    images = [p["image"] for p in request.messages[0]["content"] if p["type"] == "image"]
     assert [im.size for im in images] == [(400, 300)]  # the overlay, not the crop
+    assert (request.sampling.temperature, request.sampling.max_tokens) == (0.8, 1024) and request.grammar is None
+
+
+def test_distractors_are_asked_again_until_enough_are_usable(scene):
+    script = iter(["\\boxed{Red}\n\\boxed{blue}", "\\boxed{blue}\n\\boxed{green}\n\\boxed{white}", "unused"])
+    engine = ScriptedEngine(lambda req: [next(script)])
+    stage = Distractors(EngineConfig(model="scripted"), MCQConfig(), engine=engine)
+    (row,) = run(stage, [mcq_row(scene)])
+    assert len(engine.requests) == 2 and engine.requests[0].sampling.seed != engine.requests[1].sampling.seed
+    assert row["distractors"] == ["Red", "blue", "blue", "green", "white"]  # pooled; "Red" is the answer, cleaned later
+    never = ScriptedEngine(replies("\\boxed{red}"))
+    (row,) = run(Distractors(EngineConfig(model="scripted"), MCQConfig(max_attempts=3), engine=never), [mcq_row(scene)])
+    assert len(never.requests) == 3  # bounded
+    (out,) = run(MCQAssembly(MCQConfig()), [row])
+    assert out["drop_reason"] == "too_few_distractors"
 
 
 def test_mcq_is_seeded_and_points_at_the_answer(scene):
@@ -428,15 +468,120 @@ def test_mcq_with_too_few_distractors_is_dropped(scene):
     assert out["drop_reason"] == "too_few_distractors"
 
 
+def difficulty_row(scene) -> dict:
+    return {**mcq_row(scene), "problem": "Q\nA. red\nB. blue\nC. green\nD. pink", "answer": "A",
+            "options": ["red", "blue", "green", "pink"]}
+
+
 @pytest.mark.parametrize("picks,kept", [(["A", "B", "C", "D"], True), (["A", "A", "C", "D"], False), (["A"] * 4, False)])
 def test_difficulty_drops_items_the_student_already_solves(scene, picks, kept):
-    engine = ScriptedEngine(lambda req: [json.dumps({"answer": p}) for p in picks])
+    engine = ScriptedEngine(lambda req: [f"Step by step: the box shows a cup.\n\\boxed{{{p}}}" for p in picks])
     stage = Difficulty(EngineConfig(model="scripted"), DifficultyConfig(), engine=engine)
-    row = {**mcq_row(scene), "problem": "Q\nA. red\nB. blue\nC. green\nD. pink", "answer": "A", "options": ["red", "blue", "green", "pink"]}
-    (out,) = run(stage, [row])
+    (out,) = run(stage, [difficulty_row(scene)])
     request = engine.requests[0]
-    assert (request.sampling.n, request.sampling.temperature) == (4, 1.0)
-    assert out["difficulty_correct"] == picks.count("A")
+    assert (request.sampling.n, request.sampling.temperature) == (4, 1.0) and request.sampling.max_tokens >= 4096
+    assert request.grammar is None and request.json_schema is None  # the student reasons freely
+    assert "\\boxed{}" in request.messages[0]["content"][-1]["text"]
+    assert out["difficulty_correct"] == picks.count("A") and out["difficulty_checked"] is True
     assert (out["drop_stage"] is None) == kept
     if not kept:
         assert out["drop_reason"] == "too_easy"
+
+
+def test_difficulty_counts_by_the_cascade(scene):
+    texts = ["It is the first one.\n\\boxed{A}",  # letter
+             "<answer>red</answer>",  # the option's text
+             "The cup looks crimson to me.\n\\boxed{crimson}",  # rules cannot decide: wrong without a judge
+             "\\boxed{B}"]
+    engine = ScriptedEngine(lambda req: texts)
+    (out,) = run(Difficulty(EngineConfig(model="scripted"), DifficultyConfig(), engine=engine), [difficulty_row(scene)])
+    assert out["difficulty_correct"] == 2 and out["drop_reason"] == "too_easy"
+    assert "exact, mcq_option_text, undecided, mcq_letter" in out["drop_detail"]
+    # one right, one undecided: now the judge decides (and only that sample goes to it)
+    texts[1] = "\\boxed{C}"
+    judge = ScriptedEngine(lambda req: ['{"equivalent": true}'], label="judge")
+    stage = Difficulty(EngineConfig(model="scripted"), DifficultyConfig(), EngineConfig(model="judge"), judge_engine=judge, engine=engine)
+    (out,) = run(stage, [difficulty_row(scene)])
+    assert len(judge.requests) == 1 and "crimson" in judge.requests[0].messages[0]["content"][-1]["text"]
+    assert out["difficulty_correct"] == 2 and "llm_judge" in out["drop_detail"]
+    assert not run(Difficulty(EngineConfig(model="scripted"), DifficultyConfig(), engine=engine), [difficulty_row(scene)])[0]["drop_stage"]
+
+
+def test_difficulty_student_failure_is_a_drop_or_kept_unchecked(scene):
+    failing = ScriptedEngine(lambda req: ChatResult(error="timeout"))
+    (out,) = run(Difficulty(EngineConfig(model="scripted"), DifficultyConfig(), engine=failing), [difficulty_row(scene)])
+    assert (out["drop_stage"], out["drop_reason"], out["drop_detail"]) == ("difficulty", "engine_error", "timeout")
+    stage = Difficulty(EngineConfig(model="scripted"), DifficultyConfig(on_error="keep"), engine=failing)
+    (out,) = run(stage, [difficulty_row(scene)])
+    assert out["drop_stage"] is None and out["difficulty_checked"] is False and out["difficulty_correct"] is None
+    assert json.loads(out["usage"])["difficulty"]["flags"] == {"unchecked": 1}
+
+
+# --------------------------------------------------------------------------- real tiny models (hf engine)
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm():
+    from zwz_ray.engines import build_engine
+
+    cfg = EngineConfig(backend="hf", model="tiny:qwen2_5_vl", device="cpu", min_pixels=3136, max_pixels=50176)
+    engine = build_engine(cfg)
+    yield cfg, engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_judge():
+    from zwz_ray.engines import build_engine
+
+    cfg = EngineConfig(backend="hf", model="tiny:text", device="cpu")
+    engine = build_engine(cfg)
+    yield cfg, engine
+    engine.close()
+
+
+def test_tiny_teacher_closes_every_framed_reply(scene, tiny_vlm):
+    """A random model never closes free text; the grammar frames make every reply readable."""
+    cfg, engine = tiny_vlm
+    answers = Answers(cfg, AnswersConfig(frame="boxed_grammar", frame_reasoning_chars=12, answer_max_chars=24, max_tokens=64),
+                      engine=engine)
+    (row,) = run(answers, [question_row(scene)])
+    assert len(row["teacher_answers"]) == 4 and all(0 < len(a) <= 24 for a in row["teacher_answers"])
+    validation = Validation(cfg, ValidationConfig(frame="verdict_grammar", frame_reasoning_chars=20, max_tokens=48),
+                            InputConfig(), engine=engine)
+    out = run(validation, [question_row(scene, q) for q in ("What colour is the cup?", "How many dots?")])
+    for r in out:  # every reply parsed: a verdict either way, with its reasoning
+        assert r["drop_reason"] in (None, "invalid_question")
+        assert r["validation_reason"] if r["drop_reason"] is None else r["drop_detail"]
+    distractors = Distractors(cfg, MCQConfig(frame="boxed_grammar", frame_reasoning_chars=8, option_max_chars=8,
+                                             max_tokens=64, max_attempts=1), engine=engine)
+    (row,) = run(distractors, [mcq_row(scene)])
+    assert len(row["distractors"]) == 3
+
+
+def test_tiny_student_difficulty_with_a_letter_frame_and_free_reasoning(scene, tiny_vlm, tiny_judge):
+    cfg, engine = tiny_vlm
+    framed = DifficultyConfig(frame="boxed_grammar", frame_reasoning_chars=12, max_tokens=32)
+    stage = Difficulty(cfg, framed, tiny_judge[0], judge_engine=tiny_judge[1], engine=engine)
+    (out,) = run(stage, [difficulty_row(scene)])
+    assert out["difficulty_checked"] is True and 0 <= out["difficulty_correct"] <= 4
+    assert tiny_judge[1].stats.calls == 0  # a boxed letter is decided by the rules: no judge call
+    free = Difficulty(cfg, DifficultyConfig(max_tokens=12, judge=False), engine=engine)
+    (out,) = run(free, [difficulty_row(scene)])
+    assert out["difficulty_checked"] is True and out["difficulty_correct"] is not None
+
+
+def test_tiny_judge_majority_that_matches_no_sample_is_rejected(tiny_judge):
+    """The holistic judge is a random tiny model here: what it calls the majority is no sample's answer,
+    so the guard rejects it, records the flag and the normaliser decides."""
+    cfg, engine = tiny_judge
+    before = engine.stats.calls
+    stage = Consensus(ConsensusConfig(judge_reasoning_chars=16, judge_max_tokens=96), cfg, engine=engine, expected_samples=8)
+    rows = [{**question_row("x.png", "Q1"), "teacher_answers": ["red", "red", "red", "red", "crimson", "crimson", "blue", ""]},
+            {**question_row("x.png", "Q2"), "teacher_answers": ["5"] * 7 + ["6"]}]  # the normaliser decides alone
+    out = run(stage, rows)
+    assert engine.stats.calls - before == 1  # only Q1 needed the judge
+    assert (out[0]["drop_reason"], out[0]["consensus_by"]) == ("judge_rejected", "judge_rejected")
+    assert "matches no sample" in out[0]["drop_detail"] or "unusable" in out[0]["drop_detail"]
+    assert json.loads(out[0]["usage"])["consensus"]["flags"] == {"judge_rejected": 1}
+    assert (out[1]["drop_stage"], out[1]["answer_text"], out[1]["consensus_by"]) == (None, "5", "normalizer")

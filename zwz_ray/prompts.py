@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-PROMPT_VERSION = "2026-12-01.1"
+PROMPT_VERSION = "2026-12-01.2"
 
 # --------------------------------------------------------------------------- student (train, eval, difficulty filter)
 
@@ -41,6 +41,7 @@ QUESTION_TYPES = (
     "object_identification",
     "spatial",
     "scene",
+    "anomaly_detection",
 )
 
 BOX_COORDS = ("absolute", "relative1000")
@@ -95,57 +96,87 @@ def vlm_grounding_prompt(name: str, coords: str = "absolute") -> str:
     )
 
 
-def question_prompt(examples: list[str], n: int = 3, object_name: str | None = None) -> str:
-    """Stage 5: the teacher sees only the crop and writes up to ``n`` questions."""
-    subject = f", showing the {grounding_query(object_name)}" if object_name else ""
+def question_prompt(examples: list[str], n: int = 3) -> str:
+    """Stage 5: the teacher sees only the crop (never the grounded object's name) and writes up to ``n`` questions.
+
+    The type label is metadata the teacher adds; the reference's mix includes anomaly detection
+    and does not forbid yes/no questions.
+    """
     lines = [
-        f"This image is an enlarged close-up of a small region of a larger photo{subject}.",
-        f"Write up to {n} questions about fine details visible here. Each question must:",
-        "- have one short, concrete answer that can be read off this image: a number, a noun or "
-        "short phrase, or a piece of text;",
-        "- name its target precisely (by colour, position or nearby objects) so that it picks out "
-        "the same thing in the full photo;",
-        "- not be a yes/no question, and not refer to \"the crop\", \"the close-up\" or the image border.",
-        f"Question types: {', '.join(QUESTION_TYPES)}.",
+        "The image is a zoomed-in view of a small part of a bigger photograph.",
+        f"Ask up to {n} questions about fine details you can see in it. For every question:",
+        "- the answer is short and concrete (a count, a word or short phrase, a colour, a material, or text written "
+        "in the image) and can be read from this view alone;",
+        "- say exactly which thing you mean (describe it by its look, its position or what is next to it), so that the "
+        "question still points at one thing when someone looks at the whole photograph;",
+        "- do not mention the zoom, a crop or the edges of the view.",
+        f"Kinds of question you may ask: {', '.join(QUESTION_TYPES)}. Label each question with its kind.",
     ]
     if examples:
-        lines.append("Example questions, for style only:")
+        lines.append("Some example questions (they show the style, not the content):")
         lines.extend(f"- {e.strip()}" for e in examples)
     lines += [
-        "If nothing here is clear enough to ask about, return an empty list.",
+        "If the view shows nothing worth asking about, give an empty list.",
         'Reply as JSON: {"questions": [{"type": "...", "question": "..."}]}.',
     ]
     return "\n".join(lines)
 
 
+VERDICT_PREFIX = "VALID:"
+
+
 def validation_prompt(question: str) -> str:
-    """Stage 6: the teacher sees the full image and the crop (in :data:`VALIDATION_IMAGE_ORDER`)."""
+    """Stage 6: the teacher sees the full image and the crop (in :data:`VALIDATION_IMAGE_ORDER`) and
+    reasons step by step; its first ``VALID: Yes`` / ``VALID: No`` line is the verdict."""
     return (
-        "The first image is a full photo. The second image is an enlarged crop of one region of it.\n"
+        "You get two images: first a complete photograph, then a zoomed-in view of one part of it.\n"
         f"Question: {question.strip()}\n"
-        "The question is valid only if ALL of these hold:\n"
-        "1. Answerable: the crop alone shows enough to answer it.\n"
-        "2. Unique: in the full photo the question has exactly one correct answer.\n"
-        "3. Consistent: the answer from the crop equals the answer from the full photo "
-        "(nothing relevant lies outside the crop).\n"
-        "4. Unambiguous: the object it asks about is named so that only one thing in the full photo fits.\n"
-        "Check each condition, give a brief reason, then the verdict.\n"
-        'Reply as JSON: {"reason": "...", "valid": "Yes" or "No"}.'
+        "Decide whether this question is fit for a dataset. It is fit only when all four points hold:\n"
+        "1. Answerable: the zoomed-in view by itself shows enough to answer it.\n"
+        "2. One answer: looking at the whole photograph, there is exactly one correct answer.\n"
+        "3. Same answer: the answer read from the zoomed-in view is the answer for the whole photograph "
+        "(nothing that matters lies outside the view).\n"
+        "4. Clear reference: the question names its target so that it fits one thing only in the whole photograph. "
+        "It fails if it points only with a pronoun such as \"it\" or \"this object\", if it depends on a viewpoint it "
+        "does not state (whose left? seen from where?), or if it uses a vague amount such as \"a lot\" or \"some\".\n"
+        "An example of a question that fails: the photograph shows two white buses, one numbered 12 and one "
+        "numbered 47, and the view shows only the first. \"What number is on the white bus?\" fails point 2 and "
+        "point 4: in the whole photograph it has two answers, because the question does not say which bus.\n"
+        "Think it through step by step, one point at a time. Then end with one line that is exactly "
+        f"\"{VERDICT_PREFIX} Yes\" or \"{VERDICT_PREFIX} No\"."
     )
 
 
 def answer_prompt(question: str) -> str:
-    """Stage 7: a teacher answers on the crop, reasoning first."""
+    """Stage 7: a teacher answers on the crop, reasoning freely, the final answer in ``\\boxed{}``."""
     return (
         f"{question.strip()}\n"
-        "Look carefully at the image and reason step by step. Then give the final answer as a "
-        "short phrase only: a number, a word or two, or the exact text.\n"
-        'Reply as JSON: {"reasoning": "...", "answer": "..."}.'
+        "Study the image closely and work out the answer step by step. Then write the final answer once, "
+        "inside \\boxed{}: a number for a count, a word or short phrase for a colour, a material or an object, "
+        "and for written text the whole text exactly as it appears."
+    )
+
+
+def consensus_prompt(question: str, answers: list[str]) -> str:
+    """Stage 8 (holistic judge): a text model reads every teacher answer at once and names the
+    majority answer and how many answers agree with it."""
+    listed = "\n".join(f"{i}. {a.strip() if a and a.strip() else '(no answer)'}" for i, a in enumerate(answers, 1))
+    return (
+        f"{len(answers)} answers were given independently to the same question about an image.\n"
+        f"Question: {question.strip()}\n"
+        f"Answers:\n{listed}\n"
+        "Group the answers that mean the same thing: the same count however it is written (5, five, 5.0), the same "
+        "text up to letter case and spacing, the same object or material in other words, or colours that are "
+        "practically the same shade. Different counts, different text, different objects and clearly different "
+        "colours are different answers; \"(no answer)\" agrees with nothing.\n"
+        "Find the largest group. Give its answer as one short normalised string, written as the answers in that "
+        "group write it, and the number of answers in that group.\n"
+        'Think first, briefly, then reply as JSON: {"reasoning": "...", "answer": "...", "count": number}.'
     )
 
 
 def equivalence_prompt(question: str, a: str, b: str) -> str:
-    """Stage 8: a text-only judge decides whether two answers to ``question`` agree."""
+    """Stage 8 (pairwise judge, ``consensus.mode: pairwise``): do two answers to ``question`` agree?"""
     return (
         "Two answers were given to the same question about an image.\n"
         f"Question: {question.strip()}\n"
@@ -165,15 +196,15 @@ def overlay_question(question: str, instruction: str = RED_BOX_INSTRUCTION, sepa
 
 
 def distractor_prompt(question: str, answer: str, n: int = 3) -> str:
-    """Stage 10: ``n`` plausible but wrong options for a multiple-choice version."""
+    """Stage 10: ``n`` plausible but wrong options, each in its own ``\\boxed{}`` after optional reasoning."""
     return (
-        f"Question about the region in the red box: {question.strip()}\n"
+        f"Question about what is inside the red box: {question.strip()}\n"
         f"Correct answer: {answer.strip()}\n"
-        f"Write {n} wrong answer options for a multiple-choice version of this question. Each must be "
-        "plausible: the same kind of answer as the correct one (a number for a count, a colour for a "
-        "colour, text for text) and of similar length, but clearly wrong for the red box. Do not repeat "
-        "the correct answer or a synonym of it, and make the options differ from each other.\n"
-        'Reply as JSON: {"options": ["...", ...]}.'
+        f"Invent {n} wrong answers for a multiple-choice version of this question. Each wrong answer should look "
+        "believable: the same kind of thing as the correct answer (a count for a count, a colour for a colour, text "
+        "for text) and about as long, yet clearly wrong for what the red box shows. None may repeat the correct answer "
+        "or say the same thing in other words, and no two may be the same.\n"
+        f"You may think first. Then write the {n} wrong answers, each inside its own \\boxed{{}}, one per line."
     )
 
 
@@ -194,13 +225,16 @@ def mcq_problem(question: str, options: list[str], instruction: str = MCQ_INSTRU
     return separator.join(b for b in blocks if b)
 
 
-def difficulty_prompt(problem: str) -> str:
-    """Stage 11: the student-sized model answers the MCQ (the problem ends with :data:`MCQ_INSTRUCTION`).
+DIFFICULTY_FORMAT = "Reason step by step, then put the letter of your final choice inside \\boxed{}."
 
-    No ``<answer>`` format line: the stage may constrain the reply to ``{"answer": letter}``
-    (``difficulty_schema``), and :func:`zwz_ray.replies.read_letter` reads either form.
+
+def difficulty_prompt(problem: str) -> str:
+    """Stage 11: the student-sized model reasons about the MCQ, its choice in ``\\boxed{}``.
+
+    The problem already ends with :data:`MCQ_INSTRUCTION`; the stage reads the reply with the
+    shared rule cascade (:func:`zwz_ray.replies.judge_answer`), so ``<answer>B</answer>`` works too.
     """
-    return problem.strip()
+    return f"{problem.strip()}\n\n{DIFFICULTY_FORMAT}"
 
 
 # --------------------------------------------------------------------------- seed questions (stage 5 examples)

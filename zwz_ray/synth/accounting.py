@@ -22,11 +22,14 @@ COUNTERS = ("calls", "samples", "prompt_tokens", "completion_tokens", "errors")
 # --------------------------------------------------------------------------- per-row usage
 
 
-def add_usage(usage: str | None, stage: str, busy_s: float, models: dict[str, dict[str, int]]) -> str:
-    """``usage`` (JSON or None) plus one stage call's cost."""
+def add_usage(usage: str | None, stage: str, busy_s: float, models: dict[str, dict[str, int]],
+              flags: dict[str, int] | None = None) -> str:
+    """``usage`` (JSON or None) plus one stage call's cost and its flags (events on kept rows)."""
     data = json.loads(usage) if usage else {}
     entry = data.setdefault(stage, {"busy_s": 0.0, "models": {}})
     entry["busy_s"] = entry["busy_s"] + busy_s
+    for name, n in (flags or {}).items():
+        entry.setdefault("flags", {})[name] = entry.get("flags", {}).get(name, 0) + n
     for label, counts in models.items():
         into = entry["models"].setdefault(label, dict.fromkeys(COUNTERS, 0))
         for key in COUNTERS:
@@ -83,6 +86,8 @@ def _add_costs(stage_stats: dict, rows: Sequence[dict]) -> None:
         for stage, entry in json.loads(row["usage"]).items():
             into = stage_stats.setdefault(stage, {"rows_in": 0, "rows_out": 0, "units_passed": 0, "dropped": {}, "busy_s": 0.0, "models": {}})
             into["busy_s"] += entry.get("busy_s", 0.0)
+            for name, n in entry.get("flags", {}).items():
+                into.setdefault("flags", {})[name] = into.get("flags", {}).get(name, 0) + n
             for label, counts in entry.get("models", {}).items():
                 acc = into["models"].setdefault(label, dict.fromkeys(COUNTERS, 0))
                 for key in COUNTERS:

@@ -45,6 +45,7 @@ ROW_SCHEMA = pa.schema(
         ("answer", pa.string()),
         ("options", pa.list_(pa.string())),
         ("difficulty_correct", pa.int32()),
+        ("difficulty_checked", pa.bool_()),  # false: the student call failed and difficulty.on_error kept the row
         ("id", pa.string()),
         ("provenance", pa.string()),
         ("drop_stage", pa.string()),
@@ -59,7 +60,7 @@ ALL_COLUMNS = tuple(ROW_SCHEMA.names)
 OUTPUT_COLUMNS = (
     "id", "image", "problem", "answer", "answer_text", "options", "bbox", "source_image", "image_width",
     "image_height", "crop", "question", "question_type", "object_name", "teacher_answers", "consistency",
-    "validation_reason", "difficulty_correct", "provenance",
+    "validation_reason", "difficulty_correct", "difficulty_checked", "provenance",
 )
 # What output.dir/drops holds: where and why, plus enough context to look the item up.
 DROP_COLUMNS = ("source", "stage", "reason", "detail", "object_index", "object_name", "question_index", "question")

@@ -92,7 +92,8 @@ class ModelsConfig:
 
     teacher: EngineConfig = section(EngineConfig, doc="the teacher VLM: proposal, questions, validation, distractors")
     answerers: list[EngineConfig] = section(lambda: [EngineConfig()], doc="teachers that sample answers for consensus (paper: 2)")
-    judge: EngineConfig | None = setting(None, doc="text LLM for answer equivalence; null: the normaliser only")
+    judge: EngineConfig | None = setting(None, doc="text LLM judge of stage 8 (consensus) and stage 11 (undecided student "
+                                         "answers); null: the normaliser only, undecided counts as wrong")
     grounding: GroundingModelConfig = section(GroundingModelConfig, doc="the stage 3 grounder")
     student: EngineConfig | None = section(EngineConfig, doc="the student of the difficulty filter")
 
@@ -118,25 +119,33 @@ class CropConfig:
     upscale: float = bounded(2.0, 1.0, doc="Lanczos upscale factor of the crop")
 
 
+FRAME_DOC = ("free: the paper's free text, read afterwards; boxed_grammar: an EBNF grammar constrains only the reply's "
+             "frame (bounded reasoning, then the boxed answer), for models that never stop on their own (random tiny models)")
+
+
 @dataclass
 class QuestionsConfig:
-    """Stage 5: question generation on the crop."""
+    """Stage 5: question generation on the crop (the teacher is not told the object's name)."""
 
     n: int = bounded(3, 1, doc="questions asked per crop")
-    n_examples: int = bounded(15, 0, doc="example questions shown in the prompt")
+    n_examples: int = bounded(15, 0, doc="example questions shown in the prompt (paper: 15 sampled from the seed list)")
     seed_file: str | None = uri(None, doc="one example question per line; null: the packaged list")
-    temperature: float = bounded(0.9, 0.0, doc="sampling temperature")
-    top_p: float = bounded(0.8, 0.0, 1.0, doc="nucleus sampling mass")
+    temperature: float = bounded(0.9, 0.0, doc="sampling temperature (paper: 0.9)")
+    top_p: float = bounded(0.8, 0.0, 1.0, doc="nucleus sampling mass (paper: 0.8)")
     max_tokens: int = bounded(512, 1, doc="generation limit")
 
 
 @dataclass
 class ValidationConfig:
-    """Stage 6: the teacher checks a question on the full image and the crop."""
+    """Stage 6: the teacher checks a question on the full image and the crop, reasoning step by step."""
 
-    temperature: float = bounded(0.3, 0.0, doc="sampling temperature")
-    top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
-    max_tokens: int = bounded(512, 1, doc="generation limit")
+    temperature: float = bounded(0.3, 0.0, doc="sampling temperature (paper: 0.3)")
+    top_p: float = bounded(0.9, 0.0, 1.0, doc="nucleus sampling mass (paper: 0.9)")
+    max_tokens: int = bounded(2048, 1, doc="generation limit; the reasoning is not capped otherwise (paper: no cap)")
+    frame: Literal["free", "verdict_grammar"] = setting(
+        "free", doc="free: the paper's free reasoning, the first 'VALID: Yes/No' line decides; verdict_grammar: a grammar "
+        "constrains the reply to bounded reasoning then that line (random tiny models)")
+    frame_reasoning_chars: int = bounded(1500, 1, doc="verdict_grammar frame only: most characters of reasoning")
 
 
 @dataclass
@@ -144,9 +153,12 @@ class AnswersConfig:
     """Stage 7: every answerer samples ``samples_per_teacher`` answers in one request."""
 
     samples_per_teacher: int = bounded(4, 1, doc="answers sampled per answerer (paper: 4 x 2 teachers)")
-    temperature: float = bounded(0.7, 0.0, doc="sampling temperature")
-    top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
-    max_tokens: int = bounded(768, 1, doc="generation limit")
+    temperature: float = bounded(0.7, 0.0, doc="sampling temperature (paper: 0.7)")
+    top_p: float = bounded(0.9, 0.0, 1.0, doc="nucleus sampling mass (paper: 0.9)")
+    max_tokens: int = bounded(8192, 1, doc="generation limit: free step-by-step reasoning, then the boxed answer (paper: no cap)")
+    frame: Literal["free", "boxed_grammar"] = setting("free", doc=FRAME_DOC)
+    frame_reasoning_chars: int = bounded(2000, 0, doc="boxed_grammar frame only: most characters of reasoning")
+    answer_max_chars: int = bounded(300, 1, doc="boxed_grammar frame only: most characters in the box (a sign, a plate, a sentence)")
 
 
 @dataclass
@@ -154,7 +166,15 @@ class ConsensusConfig:
     """Stage 8: keep the question when the largest group of equivalent answers is big enough."""
 
     threshold: float = bounded(0.75, 0.0, 1.0, doc="smallest fraction of answers in the largest equivalent group (paper: 6 of 8)")
-    judge_max_tokens: int = bounded(16, 1, doc="generation limit of the equivalence judge")
+    mode: Literal["holistic", "pairwise", "normalizer"] = setting(
+        "holistic", doc="after the normaliser's first pass: holistic (paper: one judge call sees all samples and returns the "
+        "majority answer and its count, guarded against the samples), pairwise (the judge compares group representatives "
+        "two at a time, merged transitively) or normalizer (no judge); without models.judge: normalizer")
+    judge_temperature: float = bounded(0.3, 0.0, doc="holistic judge: sampling temperature (paper: 0.3)")
+    judge_top_p: float = bounded(1.0, 0.0, 1.0, doc="holistic judge: nucleus sampling mass")
+    judge_max_tokens: int = bounded(1024, 1, doc="holistic judge: generation limit (reasoning, then the majority and its count)")
+    judge_reasoning_chars: int = bounded(2000, 0, doc="holistic judge: most characters of reasoning before the verdict")
+    pairwise_max_tokens: int = bounded(16, 1, doc="pairwise mode: generation limit of one same/different verdict")
 
 
 @dataclass
@@ -180,9 +200,14 @@ class MCQConfig:
 
     n_distractors: int = bounded(3, 1, 25, doc="wrong options per question")
     seed: int = setting(0, doc="seed of the option order")
-    temperature: float = bounded(0.7, 0.0, doc="sampling temperature")
-    top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
-    max_tokens: int = bounded(256, 1, doc="generation limit")
+    temperature: float = bounded(0.8, 0.0, doc="distractors: sampling temperature (paper: 0.8)")
+    top_p: float = bounded(1.0, 0.0, 1.0, doc="distractors: nucleus sampling mass")
+    max_tokens: int = bounded(1024, 1, doc="distractors: generation limit (paper: 1024)")
+    max_attempts: int = bounded(3, 1, doc="distractor requests per question while fewer than n_distractors usable ones "
+                                "came back (paper: retried until they do, without a bound)")
+    frame: Literal["free", "boxed_grammar"] = setting("free", doc=FRAME_DOC + "; one box per distractor")
+    frame_reasoning_chars: int = bounded(300, 0, doc="boxed_grammar frame only: most characters of reasoning")
+    option_max_chars: int = bounded(300, 1, doc="boxed_grammar frame only: most characters of one distractor")
     # The problem's layout (assembly); the paper's: question, blank line, "A. x" per line, blank line, instruction.
     instruction: str = setting(MCQ_INSTRUCTION, doc="the problem's last line, asking for the option's letter")
     block_separator: str = setting("\n\n", doc="between question, options and instruction (paper: a blank line; compact: \"\\n\")")
@@ -197,14 +222,25 @@ class MCQConfig:
 
 @dataclass
 class DifficultyConfig:
-    """Stage 11: the student answers K times; items it already gets right are too easy."""
+    """Stage 11: the student answers K times, reasoning; items it already gets right are too easy."""
 
     enabled: bool = setting(True, doc="run the difficulty filter (needs models.student)")
-    k: int = bounded(4, 1, doc="student samples per item")
-    temperature: float = bounded(1.0, 0.0, doc="sampling temperature")
+    k: int = bounded(4, 1, doc="student samples per item (paper: 4)")
+    temperature: float = bounded(1.0, 0.0, doc="sampling temperature (paper: 1.0)")
     top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
     max_correct: int = bounded(1, 0, doc="drop the item when more samples than this are correct (paper: >= 2 is too easy)")
-    max_tokens: int = bounded(32, 1, doc="generation limit")
+    max_tokens: int = bounded(20000, 1, doc="generation limit: step-by-step reasoning, then the boxed letter (paper: about 20K)")
+    frame: Literal["free", "boxed_grammar"] = setting("free", doc=FRAME_DOC + "; the box holds one option letter")
+    frame_reasoning_chars: int = bounded(2000, 0, doc="boxed_grammar frame only: most characters of reasoning")
+    extraction: Literal["default", "eval", "grpo", "boxed"] = setting(
+        "default", doc="how the student's answer is found (zwz_ray.replies.extract_answer policy); default: <answer>, "
+        "then \\boxed{}, then an 'Answer:' line, then the last line")
+    judge: bool = setting(True, doc="samples the rules leave undecided go to models.judge (an LLM judge; it runs inside the "
+                          "difficulty actors, so an openai-backend endpoint is the cheap choice); false or no judge: undecided is wrong")
+    judge_max_tokens: int = bounded(64, 1, doc="generation limit of the judge's yes/no decision")
+    on_error: Literal["drop", "keep"] = setting(
+        "drop", doc="a failed student call: drop (an engine_error drop, like every failed model call) or keep (the "
+        "reference: the row is kept with difficulty_checked false and counted under the stage's 'unchecked' flag)")
 
 
 @dataclass

@@ -213,7 +213,7 @@ def build_synthesis(cfg: SynthConfig) -> SynthesisPlan:
         stages.append(_model(f"answers_{i}", Answers, answerer, answers=cfg.answers))
     expected = cfg.answers.samples_per_teacher * len(m.answerers)
     judge_kwargs = {"consensus": cfg.consensus, "judge": m.judge, "expected_samples": expected, "name": "consensus"}
-    if m.judge is not None:
+    if m.judge is not None and cfg.consensus.mode != "normalizer":
         stages.append(StageSpec("consensus", Consensus, judge_kwargs, m.judge.resources, True, (m.judge.label,)))
     else:
         stages.append(StageSpec("consensus", Consensus, judge_kwargs, _cpu(cfg), False))
@@ -221,7 +221,7 @@ def build_synthesis(cfg: SynthConfig) -> SynthesisPlan:
     stages.append(_model("distractors", Distractors, m.teacher, mcq=cfg.mcq))
     stages.append(StageSpec("mcq", MCQAssembly, {"mcq": cfg.mcq}, _cpu(cfg), False))
     if cfg.difficulty.enabled:
-        stages.append(_model("difficulty", Difficulty, m.student, difficulty=cfg.difficulty))
+        stages.append(_model("difficulty", Difficulty, m.student, difficulty=cfg.difficulty, judge=m.judge))
     stages.append(StageSpec("output", OutputRows, {"provenance": provenance(cfg, digest)}, _cpu(cfg), False))
     plan = SynthesisPlan(cfg, stages, digest)
     plan.check()

@@ -9,7 +9,7 @@ Each module holds its stage class, its pure logic and the schema of the model re
     s05_questions    Questions, on the crop only
     s06_validation   Validation, on the full image and the crop
     s07_answers      Answers, one stage per answerer
-    s08_consensus    Consensus (normaliser first, then an optional text judge)
+    s08_consensus    Consensus (normaliser first, then the holistic or pairwise text judge)
     s09_overlay      Overlay: the red box on the full image
     s10_mcq          Distractors and MCQAssembly
     s11_difficulty   Difficulty: the student's K tries
@@ -27,19 +27,18 @@ from zwz_ray.synth.stages.s02_proposal import NAME_MAX_CHARS, NAME_MIN_CHARS, PR
 from zwz_ray.synth.stages.s03_grounding import VLM_BOX_SCHEMA, Sam3Grounding, VLMGrounding, vlm_box_schema
 from zwz_ray.synth.stages.s04_crop import MicroCrop
 from zwz_ray.synth.stages.s05_questions import QUESTION_MAX_CHARS, QUESTIONS_SCHEMA, Questions, questions_schema
-from zwz_ray.synth.stages.s06_validation import VALIDATION_SCHEMA, Validation
-from zwz_ray.synth.stages.s07_answers import ANSWER_MAX_CHARS, ANSWER_SCHEMA, Answers
-from zwz_ray.synth.stages.s08_consensus import SYNTH_EQUIVALENCE_SCHEMA, Consensus
+from zwz_ray.synth.stages.s06_validation import Validation, read_verdict
+from zwz_ray.synth.stages.s07_answers import Answers, read_answer
+from zwz_ray.synth.stages.s08_consensus import SYNTH_EQUIVALENCE_SCHEMA, Consensus, majority_schema
 from zwz_ray.synth.stages.s09_overlay import Overlay
-from zwz_ray.synth.stages.s10_mcq import DISTRACTOR_SCHEMA, Distractors, MCQAssembly, distractor_schema
-from zwz_ray.synth.stages.s11_difficulty import DIFFICULTY_SCHEMA, Difficulty, difficulty_schema
+from zwz_ray.synth.stages.s10_mcq import Distractors, MCQAssembly, boxed_contents
+from zwz_ray.synth.stages.s11_difficulty import Difficulty, score_samples
 from zwz_ray.synth.stages.s12_output import OutputRows
 
 __all__ = [
-    "ANSWER_MAX_CHARS", "ANSWER_SCHEMA", "DIFFICULTY_SCHEMA", "DISTRACTOR_SCHEMA", "IMAGE", "NAME_MAX_CHARS", "NAME_MIN_CHARS",
-    "OBJECT", "PROPOSAL_SCHEMA", "QUESTION", "QUESTIONS_SCHEMA", "QUESTION_MAX_CHARS", "SYNTH_EQUIVALENCE_SCHEMA",
-    "VALIDATION_SCHEMA", "VLM_BOX_SCHEMA", "Answers", "Consensus", "Difficulty", "Distractors", "ImagePool", "MCQAssembly",
-    "MicroCrop", "MissingColumnsError", "ModelStage", "OutputRows", "Overlay", "Proposal", "Questions", "Sam3Grounding",
-    "Stage", "VLMGrounding", "Validation", "difficulty_schema", "distractor_schema", "proposal_schema", "questions_schema",
-    "select_images", "vlm_box_schema",
+    "IMAGE", "NAME_MAX_CHARS", "NAME_MIN_CHARS", "OBJECT", "PROPOSAL_SCHEMA", "QUESTION", "QUESTIONS_SCHEMA",
+    "QUESTION_MAX_CHARS", "SYNTH_EQUIVALENCE_SCHEMA", "VLM_BOX_SCHEMA", "Answers", "Consensus", "Difficulty", "Distractors",
+    "ImagePool", "MCQAssembly", "MicroCrop", "MissingColumnsError", "ModelStage", "OutputRows", "Overlay", "Proposal",
+    "Questions", "Sam3Grounding", "Stage", "VLMGrounding", "Validation", "boxed_contents", "majority_schema",
+    "proposal_schema", "questions_schema", "read_answer", "read_verdict", "score_samples", "select_images", "vlm_box_schema",
 ]

@@ -19,14 +19,14 @@ import hashlib
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, ClassVar
 
 import pyarrow as pa
 from PIL import Image
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.engines import ChatRequest, ChatResult, Engine, SamplingParams, parse_json
+from zwz_ray.engines import ChatRequest, ChatResult, Engine, Grammar, SamplingParams, parse_json
 from zwz_ray.images import ImageDecodeError, decode_image, fit_pixels, read_bytes
 from zwz_ray.logs import get_logger
 from zwz_ray.synth.accounting import COUNTERS, add_usage, stats_delta
@@ -55,6 +55,7 @@ class Stage(ABC):
 
     def __init__(self, *, name: str | None = None):
         self.stage_name = name or type(self).name
+        self._flags: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ to override
 
@@ -75,6 +76,7 @@ class Stage(ABC):
         if not isinstance(batch, pa.Table):
             batch = pa.Table.from_pandas(batch) if hasattr(batch, "to_dict") else pa.table(batch)
         check_columns(self, batch.column_names)
+        self._flags = Counter()
         start = time.perf_counter()
         before = self.counters()
         rows = [{**dict.fromkeys(ALL_COLUMNS), **row} for row in to_rows(batch)]
@@ -92,7 +94,7 @@ class Stage(ABC):
         models = {label: stats_delta(before.get(label, {}), counts) for label, counts in after.items()}
         models = {label: d for label, d in models.items() if any(d[k] for k in COUNTERS)}
         if out:
-            out[0]["usage"] = add_usage(out[0].get("usage"), self.stage_name, busy_s, models)
+            out[0]["usage"] = add_usage(out[0].get("usage"), self.stage_name, busy_s, models, dict(self._flags))
 
     def _process_safely(self, rows: list[dict]) -> list[list[dict]]:
         """``process``; if it raises, retry row by row and drop only the rows that still fail."""
@@ -113,6 +115,11 @@ class Stage(ABC):
 
     def drop(self, row: dict, reason: str, detail: str = "") -> dict:
         return drop(row, self.stage_name, reason, detail)
+
+    def flag(self, name: str) -> None:
+        """Count an event on a row that is NOT dropped (e.g. a judge reply not trusted); stats.json
+        shows the sum per stage under ``flags``."""
+        self._flags[name] += 1
 
 
 def check_columns(stage: Stage, present: list[str]) -> None:
@@ -256,3 +263,37 @@ def bounded_array(items: dict, max_items: int, min_items: int = 0) -> dict:
 
 def yes_no() -> dict:
     return {"type": "string", "enum": ["Yes", "No"]}
+
+
+# --------------------------------------------------------------------------- reply frames
+#
+# The paper's teachers and student write free text: reasoning, then a final answer in \boxed{} (or a
+# "VALID: Yes/No" line). A random-weight model never closes free text on its own, so a stage may
+# instead constrain only the FRAME of the reply with an EBNF grammar: bounded reasoning (no
+# backslash or braces, so it cannot open a box early), then the boxes. The reply is read the same way
+# in both cases.
+
+def _literal_class(max_chars: int, min_chars: int = 0) -> str:
+    return f"[^\\\\{{}}]{{{min_chars},{max_chars}}}"
+
+
+def boxed_frame(reasoning_chars: int, answer_chars: int, boxes: int = 1, answer: str | None = None) -> Grammar:
+    """Up to ``reasoning_chars`` of reasoning, then ``boxes`` lines ``\\boxed{...}``.
+
+    Each box holds 1..``answer_chars`` characters without braces or newlines, or, with ``answer``, one
+    of an EBNF alternative (e.g. ``"A" | "B"``).
+    """
+    content = f"({answer})" if answer else f"[^{{}}\\n]{{1,{answer_chars}}}"
+    box = '"\\\\boxed{" content "}"'
+    body = ' "\\n" '.join([box] * boxes)
+    return Grammar.ebnf(f"root ::= reasoning {body}\nreasoning ::= {_literal_class(reasoning_chars)}\ncontent ::= {content}")
+
+
+def verdict_frame(reasoning_chars: int, prefix: str = "VALID:") -> Grammar:
+    """Up to ``reasoning_chars`` of reasoning (at least one character), then ``VALID: Yes`` or ``VALID: No``."""
+    return Grammar.ebnf(f'root ::= reasoning "\\n{prefix} " ("Yes" | "No")\nreasoning ::= [^\\n]{{1,{reasoning_chars}}}')
+
+
+def frame_of(cfg: Any, grammar: Grammar) -> Grammar | None:
+    """``grammar`` when the stage config's ``frame`` asks for a constrained frame, None for ``free`` text."""
+    return None if cfg.frame == "free" else grammar

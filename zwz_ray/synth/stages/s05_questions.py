@@ -1,5 +1,9 @@
 """Stage 5, question generation: the teacher sees only the crop and writes up to n questions;
 the object fans out to one row per question.
+
+As in the reference, the teacher is NOT told the grounded object's name (naming it would leak the
+grounding label into the questions and bias them toward naming the object); it sees the crop and
+15 seed examples. The type label (``question_type``) is the teacher's own metadata.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class Questions(ModelStage):
     """Stage 5: the teacher sees only the crop and writes up to n questions; the object fans out."""
 
     name = "questions"
-    reads = ("source", "object_index", "object_name", "crop")
+    reads = ("source", "object_index", "crop")
     writes = ("question_index", "n_questions", "question", "question_type")
     level_in, level_out = OBJECT, QUESTION
 
@@ -41,7 +45,7 @@ class Questions(ModelStage):
     def _prompt(self, row: dict) -> str:
         rng_seed = stable_seed("examples", row["source"], row["object_index"], base_seed=self.engine_config.seed)
         examples = sample_examples(self.seed_questions, self.cfg.n_examples, rng_seed)
-        return question_prompt(examples, self.cfg.n, row["object_name"])
+        return question_prompt(examples, self.cfg.n)
 
     def process(self, rows: list[dict]) -> list[list[dict]]:
         requests = [

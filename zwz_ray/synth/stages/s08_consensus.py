@@ -1,13 +1,22 @@
 """Stage 8: answer consensus across teacher samples.
 
-Answers are grouped in two passes: exact equality after :func:`normalize_answer` (cheap,
-deterministic), then, optionally, a judge callback compares one representative per group
-pairwise, in a single batched call, and groups it calls the same are merged transitively.
-The largest group wins; the question is kept when it holds at least ``threshold`` of all
-samples (paper: 0.75, i.e. 6 of 8). Empty answers never join a group but count in ``n``.
+The question is kept when the largest group of equivalent answers holds at least ``threshold``
+of all samples (paper: 0.75, i.e. 6 of 8). Empty answers never join a group but count in ``n``.
+First pass, always: exact equality after :func:`normalize_answer` (cheap, deterministic). When
+that already decides (the winner is settled, or no merge could reach the threshold), no judge is
+asked and the group's most common spelling is the answer. Otherwise ``consensus.mode`` says:
 
-:class:`Consensus` runs this as a stage; its text judge sees only what the normaliser leaves,
-every pair of a batch in one engine call, and answers ``SYNTH_EQUIVALENCE_SCHEMA``.
+* ``holistic`` (the reference): ONE judge call per question sees all samples, reasons, and
+  returns the majority answer as one normalised string plus its count. The reply is guarded: the
+  string must equal at least one sample under the normaliser and the count must lie between the
+  largest exact-match group (its own included) and the number of non-empty samples. A reply that fails the guard is
+  not trusted: the row falls back to the normaliser's groups, ``consensus_by`` says
+  ``judge_rejected`` and the stage's ``judge_rejected`` flag counts it in stats.json.
+* ``pairwise`` (ours, kept as an option): the judge compares one representative per group
+  pairwise (every pair of a batch in one engine call) and groups it calls the same are merged
+  transitively. Cheap per call but it can chain near-colours ("dark brown" ~ "brown" ~ "light
+  brown") into one group.
+* ``normalizer``: no judge at all (also what happens when ``models.judge`` is null).
 """
 
 from __future__ import annotations
@@ -19,10 +28,10 @@ from itertools import combinations
 
 from zwz_ray.config import EngineConfig
 from zwz_ray.engines import ChatRequest, Engine, SamplingParams, user_message
-from zwz_ray.prompts import equivalence_prompt
+from zwz_ray.prompts import consensus_prompt, equivalence_prompt
 from zwz_ray.replies import normalize_answer
 from zwz_ray.synth.config import ConsensusConfig
-from zwz_ray.synth.stages.base import QUESTION, Stage, json_object, parse_reply, yes_no
+from zwz_ray.synth.stages.base import QUESTION, Stage, bounded_string, json_object, parse_reply, yes_no
 
 DEFAULT_THRESHOLD = 0.75
 # The stage-8 judge's reply: are two teacher answers the same? (The evaluation judge has its own.)
@@ -38,8 +47,9 @@ class ConsensusResult:
     fraction: float
     group_sizes: list[int] = field(default_factory=list)
     n: int = 0
-    decided_by: str = "normalizer"  # "normalizer" | "judge"
+    decided_by: str = "normalizer"  # "normalizer" | "judge" | "judge_rejected"
     groups: list[list[int]] = field(default_factory=list)
+    note: str = ""  # why a judge reply was rejected
 
 
 def _normalizer_groups(answers: list) -> list[list[int]]:
@@ -142,6 +152,48 @@ def keep(result: ConsensusResult, threshold: float = DEFAULT_THRESHOLD) -> bool:
     return result.answer is not None and result.fraction >= threshold - 1e-9
 
 
+# --------------------------------------------------------------------------- holistic judge
+
+
+def majority_schema(n: int, answers: list, reasoning_chars: int) -> dict:
+    """``{"reasoning", "answer", "count"}``: the answer no longer than the longest sample (it must
+    equal one), rounded up so that a batch shares few schemas; the count at most ``n``."""
+    longest = max((len(a) for a in answers if isinstance(a, str)), default=1)
+    answer_chars = 50 * (1 + (longest + 10) // 50)
+    return json_object(reasoning=bounded_string(reasoning_chars, 0), answer=bounded_string(answer_chars),
+                       count={"type": "integer", "minimum": 0, "maximum": n})
+
+
+def check_majority(answers: list, majority: str, count: int) -> tuple[list[int] | None, str]:
+    """The samples the judge's majority names (its exact-match group) and "" if the reply passes the
+    guard; else (None, why not)."""
+    groups = _normalizer_groups(answers)
+    key = normalize_answer(majority) if isinstance(majority, str) else ""
+    group = next((g for g in groups if normalize_answer(answers[g[0]]) == key), None) if key else None
+    if group is None:
+        return None, f"judge majority {majority!r} matches no sample"
+    # a majority holds at least its own exact matches and at least the largest exact-match group
+    least, non_empty = max(len(group), max(len(g) for g in groups)), sum(len(g) for g in groups)
+    if not least <= count <= non_empty:
+        return None, f"judge count {count} for {majority!r} outside [{least}, {non_empty}] (exact-match group, non-empty samples)"
+    return group, ""
+
+
+def holistic_consensus(answers: list, threshold: float, reply: dict | None, why: str = "") -> ConsensusResult:
+    """The consensus from the judge's ``reply`` ({"answer", "count"}) when it passes the guard; else
+    the normaliser's result marked ``judge_rejected`` (``reply`` None: the reply did not parse, ``why``)."""
+    n = len(answers)
+    if reply is not None:
+        group, why = check_majority(answers, reply["answer"], int(reply["count"]))
+        if group is not None:
+            sizes = sorted((len(g) for g in _normalizer_groups(answers)), reverse=True)
+            return ConsensusResult(answer=" ".join(reply["answer"].split()), fraction=int(reply["count"]) / n,
+                                   group_sizes=sizes, n=n, decided_by="judge", groups=_normalizer_groups(answers))
+    fallback = consensus(answers, threshold)
+    fallback.decided_by, fallback.note = "judge_rejected", why
+    return fallback
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -160,56 +212,89 @@ class Consensus(Stage):
         self.judge_config = judge
         self.expected = expected_samples
         self.judge = engine
-        if judge is not None and engine is None:
+        if judge is not None and engine is None and consensus.mode != "normalizer":
             from zwz_ray.engines import build_engine
 
             self.judge = build_engine(judge)
+        self.mode = consensus.mode if self.judge is not None else "normalizer"
 
     def engines(self) -> dict[str, Engine]:
         return {self.judge_config.label: self.judge} if self.judge is not None else {}
 
+    def _answers(self, row: dict) -> list:
+        answers = list(row["teacher_answers"] or [])
+        return answers + [""] * max(0, self.expected - len(answers))  # missing samples count against
+
     def process(self, rows: list[dict]) -> list[list[dict]]:
-        verdicts: dict[tuple, bool] = {}
-        if self.judge is not None:
+        if self.mode == "holistic":
+            results = self._holistic(rows)
+        elif self.mode == "pairwise":
+            verdicts: dict[tuple, bool] = {}
             asked: set[tuple] = set()
-            self._decide(rows, verdicts, asked)  # a dry run records the pairs the judge must see
-            self._ask_judge(sorted(asked), verdicts)
-        results = self._decide(rows, verdicts)
+            self._pairwise(rows, verdicts, asked)  # a dry run records the pairs the judge must see
+            self._ask_pairs(sorted(asked), verdicts)
+            results = self._pairwise(rows, verdicts)
+        else:
+            results = [consensus(self._answers(row), self.cfg.threshold) for row in rows]
         for row, result in zip(rows, results):
-            self._apply(row, result)
+            if result is not None:
+                self._apply(row, result)
         return [[row] for row in rows]
 
-    def _decide(self, rows: list[dict], verdicts: dict, asked: set | None = None) -> list:
-        out = []
-        for row in rows:
-            answers = list(row["teacher_answers"] or [])
-            answers += [""] * max(0, self.expected - len(answers))  # missing samples count against
-            same = None
-            if self.judge is not None:
-                same = _lookup(row["question"], verdicts, asked)
-            out.append(consensus(answers, self.cfg.threshold, same=same))
-        return out
+    # ------------------------------------------------------------------ holistic (the reference)
 
-    def _ask_judge(self, pairs: list[tuple], verdicts: dict) -> None:
+    def _holistic(self, rows: list[dict]) -> list[ConsensusResult | None]:
+        """One judge call per question the normaliser leaves open, all of the batch in ONE engine call."""
+        results: list[ConsensusResult | None] = []
+        asked, requests = [], []
+        for i, row in enumerate(rows):
+            answers = self._answers(row)
+            results.append(consensus(answers, self.cfg.threshold))
+            if _judge_can_matter(_normalizer_groups(answers), len(answers), self.cfg.threshold):
+                schema = majority_schema(len(answers), answers, self.cfg.judge_reasoning_chars)
+                sampling = SamplingParams(1, self.cfg.judge_temperature, self.cfg.judge_top_p, self.cfg.judge_max_tokens, 0)
+                asked.append((i, answers, schema))
+                requests.append(ChatRequest([user_message(consensus_prompt(row["question"], answers))], sampling, schema))
+        for (i, answers, schema), result in zip(asked, self.judge.chat(requests) if requests else []):
+            if result.error:
+                self.drop(rows[i], "engine_error", result.error)
+                results[i] = None
+                continue
+            reply, why = parse_reply(result.texts[0] if result.texts else "", schema)
+            results[i] = holistic_consensus(answers, self.cfg.threshold, reply, f"judge reply unusable: {why}")
+            if results[i].decided_by == "judge_rejected":
+                self.flag("judge_rejected")
+        return results
+
+    # ------------------------------------------------------------------ pairwise (option)
+
+    def _pairwise(self, rows: list[dict], verdicts: dict, asked: set | None = None) -> list:
+        return [consensus(self._answers(row), self.cfg.threshold, same=_lookup(row["question"], verdicts, asked)) for row in rows]
+
+    def _ask_pairs(self, pairs: list[tuple], verdicts: dict) -> None:
         """Every pair of the batch in ONE engine call; a failed verdict counts as "different"."""
         todo = [p for p in pairs if p not in verdicts]
         requests = [
             ChatRequest([user_message(equivalence_prompt(q, a, b))],
-                        SamplingParams(1, 0.0, 1.0, self.cfg.judge_max_tokens, 0), SYNTH_EQUIVALENCE_SCHEMA)
+                        SamplingParams(1, 0.0, 1.0, self.cfg.pairwise_max_tokens, 0), SYNTH_EQUIVALENCE_SCHEMA)
             for q, a, b in todo
         ]
         for pair, result in zip(todo, self.judge.chat(requests) if requests else []):
             value, _ = parse_reply(result.texts[0] if result.ok and result.texts else "", SYNTH_EQUIVALENCE_SCHEMA)
             verdicts[pair] = bool(value is not None and value["same"] == "Yes")
 
-    def _apply(self, row: dict, result) -> None:
+    def _apply(self, row: dict, result: ConsensusResult) -> None:
         row["consistency"] = result.fraction
         row["consensus_by"] = result.decided_by
         if keep(result, self.cfg.threshold):
             row["answer_text"] = result.answer
             return
         sizes = result.group_sizes or [0]
-        self.drop(row, "no_consensus", f"largest group {sizes[0]} of {result.n} ({result.fraction:.2f} < {self.cfg.threshold})")
+        detail = f"largest group {sizes[0]} of {result.n} ({result.fraction:.2f} < {self.cfg.threshold})"
+        if result.decided_by == "judge_rejected":
+            self.drop(row, "judge_rejected", f"{result.note}; normaliser: {detail}")
+        else:
+            self.drop(row, "no_consensus", detail)
 
 
 def _lookup(question: str, verdicts: dict, asked: set | None):

@@ -1,7 +1,11 @@
 """Stage 10: multiple-choice items from a verified answer and teacher-written distractors.
 
-:class:`Distractors` asks the teacher for wrong options while it looks at the overlay image;
-:class:`MCQAssembly` shuffles the answer among the cleaned distractors (seeded), letters A-D, and lays
+:class:`Distractors` asks the teacher for wrong options while it looks at the overlay image:
+as in the reference, free text (temperature 0.8, about 1024 tokens) with each option in its own
+``\\boxed{}``, asked again while fewer than ``n_distractors`` usable options came back (at most
+``mcq.max_attempts`` requests; the reference retries without a bound). ``mcq.frame:
+boxed_grammar`` constrains only the reply's frame. :class:`MCQAssembly` shuffles the answer among
+the cleaned distractors (seeded), letters A-D. :class:`MCQAssembly` lays
 the problem out as the paper does: the question (with its red-box instruction), a blank line, one
 "A. x" line per option, a blank line, the instruction to answer with the letter (``mcq.instruction``,
 ``mcq.block_separator``, ``mcq.option_format``).
@@ -10,6 +14,7 @@ the problem out as the paper does: the question (with its red-box instruction), 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from zwz_ray.config import EngineConfig
@@ -17,18 +22,23 @@ from zwz_ray.engines import ChatRequest, as_pil, user_message
 from zwz_ray.prompts import BLOCK_SEPARATOR, MCQ_INSTRUCTION, OPTION_FORMAT, distractor_prompt, mcq_problem
 from zwz_ray.replies import normalize_answer
 from zwz_ray.synth.config import MCQConfig
-from zwz_ray.synth.stages.base import QUESTION, ModelStage, Stage, bounded_array, bounded_string, json_object, sampling, stable_seed
-from zwz_ray.synth.stages.s07_answers import ANSWER_MAX_CHARS  # an option is an answer: the same bound
+from zwz_ray.synth.stages.base import QUESTION, ModelStage, Stage, boxed_frame, frame_of, row_seed, sampling, stable_seed
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
-def distractor_schema(n: int = 3) -> dict:
-    """Exactly ``n`` wrong options."""
-    return json_object(options=bounded_array(bounded_string(ANSWER_MAX_CHARS), n, n))
-
-
-DISTRACTOR_SCHEMA = distractor_schema()
+def boxed_contents(text: str) -> list[str]:
+    """The content of every complete ``\\boxed{...}`` in ``text``, in order (nested braces kept)."""
+    out = []
+    for m in _BOX_OPEN.finditer(text or ""):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            out.append(" ".join(text[m.end() : i - 1].split()))
+    return out
 
 
 def letter_of(index: int) -> str:
@@ -110,19 +120,31 @@ class Distractors(ModelStage):
     def __init__(self, engine_config: EngineConfig, mcq: MCQConfig, **kw):
         super().__init__(engine_config, **kw)
         self.cfg = mcq
-        self.schema = distractor_schema(mcq.n_distractors)
+        self.grammar = frame_of(mcq, boxed_frame(mcq.frame_reasoning_chars, mcq.option_max_chars, mcq.n_distractors))
+
+    def _request(self, row: dict, attempt: int) -> ChatRequest:
+        prompt = distractor_prompt(row["question"], row["answer_text"], self.cfg.n_distractors)
+        seed = row_seed(self.engine_config.seed + attempt, self.stage_name, row)  # a fresh draw per attempt
+        return ChatRequest([user_message(prompt, [self.fit(as_pil(row["image"]))])], sampling(self.cfg, seed), grammar=self.grammar)
 
     def process(self, rows: list[dict]) -> list[list[dict]]:
-        requests = [
-            ChatRequest([user_message(distractor_prompt(row["question"], row["answer_text"], self.cfg.n_distractors),
-                                      [self.fit(as_pil(row["image"]))])],
-                        sampling(self.cfg, self.seed(row)), self.schema)
-            for row in rows
-        ]
-        for row, result in zip(rows, self.chat(requests)):
-            value = self.reply(row, result, self.schema)
-            if value is not None:
-                row["distractors"] = [str(v) for v in value["options"]]
+        n = self.cfg.n_distractors
+        todo = list(rows)
+        for row in rows:
+            row["distractors"] = []
+        for attempt in range(self.cfg.max_attempts):
+            if not todo:
+                break
+            retry = []
+            for row, result in zip(todo, self.chat([self._request(row, attempt) for row in todo])):
+                if result.error:
+                    self.drop(row, "engine_error", result.error)
+                    continue
+                # candidates of every attempt are pooled; MCQAssembly takes the first n usable ones
+                row["distractors"] = row["distractors"] + boxed_contents(result.texts[0] if result.texts else "")
+                if len(clean_distractors(row["answer_text"], row["distractors"], n)) < n:
+                    retry.append(row)
+            todo = retry
         return [[row] for row in rows]
 
 
