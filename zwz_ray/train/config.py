@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from zwz_ray.config import ConfigError, RayConfig, bounded, uri
+from zwz_ray.train.grpo_config import GRPOConfig
 
 # The attention and MLP projections of Qwen-VL decoders (and of Qwen2.5-VL vision MLPs).
 QWEN_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -44,7 +45,7 @@ class TrainDataConfig:
 class TrainerConfig:
     """Workers, batch shape, precision and sharding."""
 
-    objective: Literal["sft"] = "sft"  # "grpo" arrives with the RL recipe
+    objective: Literal["sft", "grpo"] = "sft"  # grpo: the RL recipe, configured in the grpo section
     num_workers: int = bounded(1, 1)
     use_gpu: bool = False
     cpus_per_worker: float = bounded(1.0, 0.0)
@@ -148,8 +149,11 @@ class DistillConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def validate(self, where: str) -> None:
         if self.lora.enabled and self.lora.include_vision and self.trainer.freeze_vision:
             raise ConfigError(f"{where}: lora.include_vision and trainer.freeze_vision contradict each other")
+        if self.trainer.objective == "grpo":
+            self.grpo.check(self, f"{where}.grpo")
