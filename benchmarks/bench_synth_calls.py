@@ -53,7 +53,7 @@ def probe_requests(cfg, n: int):
     from zwz_ray.engines import ChatRequest, SamplingParams, user_message
     from zwz_ray.images import fit_pixels, micro_crop
     from zwz_ray.prompts import answer_prompt, distractor_prompt, proposal_prompt, question_prompt, validation_prompt
-    from zwz_ray.synth.schemas import ANSWER_SCHEMA, VALIDATION_SCHEMA, distractor_schema, proposal_schema, questions_schema
+    from zwz_ray.synth.stages import ANSWER_SCHEMA, VALIDATION_SCHEMA, distractor_schema, proposal_schema, questions_schema
 
     folder = os.path.join(tempfile.gettempdir(), "zwz_bench", "probe_scenes")
     ensure_demo_images(folder, n=2, seed=0)
@@ -87,7 +87,7 @@ def failure_rates(cfg, n: int, structured: str) -> dict[str, float]:
     from dataclasses import replace
 
     from zwz_ray.engines import build_engine
-    from zwz_ray.synth.stage import parse_reply
+    from zwz_ray.synth.stages.base import parse_reply
 
     engine = build_engine(replace(cfg.models.teacher, structured_output=structured))
     rates = {}

@@ -59,7 +59,7 @@ def ray_pipeline(work: list[tuple[str, list]], num_cpus: float, batch_size: int)
 
     from zwz_ray.synth.columns import child, to_rows, to_table
     from zwz_ray.synth.config import CropConfig, InputConfig, OverlayConfig
-    from zwz_ray.synth.cpu_stages import ImagePool, MicroCrop, Overlay
+    from zwz_ray.synth.stages import ImagePool, MicroCrop, Overlay
 
     boxes = {path: b for path, b in work}
 

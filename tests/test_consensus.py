@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zwz_ray.synth.consensus import ConsensusResult, consensus, group_answers, keep, representative
+from zwz_ray.synth.stages.s08_consensus import ConsensusResult, consensus, group_answers, keep, representative
 
 
 def colour_judge(calls: list):

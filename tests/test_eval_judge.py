@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zwz_ray.eval.answers import detect_mcq, extract_answer, normalize_answer, parse_options
-from zwz_ray.eval.judge import LLMJudge, judge_answer, parse_equivalence
+from zwz_ray.judge import LLMJudge, parse_equivalence
+from zwz_ray.replies import detect_mcq, extract_answer, judge_answer, normalize_answer, parse_options
 
 MCQ_Q = "What colour is the car?\n(A) red\n(B) blue\n(C) dark red\n(D) green\nAnswer with the option's letter."
 ANIMAL_Q = "Which animal is on the sign?\nA. dog\nB. cat\nC. horse\nD. bird"

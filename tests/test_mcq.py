@@ -12,7 +12,8 @@ import pytest
 
 import zwz_ray
 from zwz_ray.prompts import MCQ_INSTRUCTION, overlay_question
-from zwz_ray.synth.mcq import MCQ, build_mcq, clean_distractors, index_of, letter_of, stable_seed
+from zwz_ray.synth.stages.base import stable_seed
+from zwz_ray.synth.stages.s10_mcq import MCQ, build_mcq, clean_distractors, index_of, letter_of
 
 ROOT = str(Path(zwz_ray.__file__).resolve().parents[1])
 QUESTION = overlay_question("What color is the cap on the water bottle?")
@@ -27,7 +28,7 @@ def test_stable_seed_is_stable_and_distinct():
 
 
 def test_stable_seed_is_the_same_in_another_process():
-    code = "from zwz_ray.synth.mcq import stable_seed; print(stable_seed('img.jpg', 3, base_seed=7))"
+    code = "from zwz_ray.synth.stages.base import stable_seed; print(stable_seed('img.jpg', 3, base_seed=7))"
     env_seeds = []
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}

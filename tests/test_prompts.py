@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 
 from zwz_ray import prompts
-from zwz_ray.synth import schemas
+from zwz_ray.synth import stages as schemas
 
 GOLDEN = Path(__file__).parent / "golden" / "prompts"
 EXAMPLES = [
@@ -141,7 +141,7 @@ ALL_SCHEMAS = {
     "questions_1": schemas.questions_schema(1),
     "validation": schemas.VALIDATION_SCHEMA,
     "answer": schemas.ANSWER_SCHEMA,
-    "equivalence": schemas.EQUIVALENCE_SCHEMA,
+    "equivalence": schemas.SYNTH_EQUIVALENCE_SCHEMA,
     "distractor": schemas.DISTRACTOR_SCHEMA,
     "distractor_4": schemas.distractor_schema(4),
     "vlm_box": schemas.VLM_BOX_SCHEMA,
@@ -202,7 +202,7 @@ def _valid(schema, value):
         (schemas.VALIDATION_SCHEMA, {"reason": "ok", "valid": "No"}, {"valid": "No"}),
         (schemas.ANSWER_SCHEMA, {"reasoning": "I count five.", "answer": "5"}, {"reasoning": "", "answer": ""}),
         (schemas.ANSWER_SCHEMA, {"reasoning": "", "answer": "red"}, {"reasoning": "", "answer": "x" * 41}),
-        (schemas.EQUIVALENCE_SCHEMA, {"same": "No"}, {"same": True}),
+        (schemas.SYNTH_EQUIVALENCE_SCHEMA, {"same": "No"}, {"same": True}),
         (schemas.DISTRACTOR_SCHEMA, {"options": ["red", "green", "white"]}, {"options": ["red", "green"]}),
         (schemas.DISTRACTOR_SCHEMA, {"options": ["red", "green", "white"]}, {"options": ["red", "", "white"]}),
         (schemas.VLM_BOX_SCHEMA, {"box": [10, 20, 300, 400]}, {"box": [10, 20, 300]}),
@@ -211,7 +211,7 @@ def _valid(schema, value):
         (schemas.VLM_BOX_SCHEMA, {"box": [1, 2, 3, 4]}, {"box": [1.5, 2, 3, 4]}),
         (schemas.DIFFICULTY_SCHEMA, {"answer": "D"}, {"answer": "E"}),
         (schemas.difficulty_schema("AB"), {"answer": "B"}, {"answer": "C"}),
-        (schemas.EQUIVALENCE_SCHEMA, {"same": "Yes"}, {"same": "Yes", "extra": 1}),
+        (schemas.SYNTH_EQUIVALENCE_SCHEMA, {"same": "Yes"}, {"same": "Yes", "extra": 1}),
     ],
 )
 def test_schema_examples(schema, good, bad):

@@ -7,14 +7,15 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from synth_rows import new_row
 
 from pipelines.synthesize import main
 from zwz_ray.config import load_config
 from zwz_ray.images import ImageInputError, encode_image
-from zwz_ray.synth.columns import new_row, to_table
+from zwz_ray.synth.columns import to_table
 from zwz_ray.synth.config import CropConfig, InputConfig, OverlayConfig, SynthConfig
-from zwz_ray.synth.cpu_stages import ImagePool, MicroCrop, Overlay
 from zwz_ray.synth.run import run_synthesis
+from zwz_ray.synth.stages import ImagePool, MicroCrop, Overlay
 
 SIZE = (1300, 1250)
 

@@ -12,14 +12,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from synth_rows import new_row
 
 from zwz_ray.config import EngineConfig
 from zwz_ray.demo import render_scene
 from zwz_ray.images import encode_image
-from zwz_ray.synth.answer_stages import Answers
-from zwz_ray.synth.columns import new_row, to_table
+from zwz_ray.synth.columns import to_table
 from zwz_ray.synth.config import AnswersConfig, InputConfig, ProposalConfig
-from zwz_ray.synth.teacher_stages import Proposal
+from zwz_ray.synth.stages import Answers, Proposal
 
 
 class Handler(BaseHTTPRequestHandler):

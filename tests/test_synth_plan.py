@@ -11,8 +11,8 @@ import zwz_ray.models
 from zwz_ray.config import load_config
 from zwz_ray.synth import build_synthesis
 from zwz_ray.synth.config import SynthConfig
-from zwz_ray.synth.grounding import Sam3Grounding, VLMGrounding
 from zwz_ray.synth.plan import config_hash
+from zwz_ray.synth.stages import Sam3Grounding, VLMGrounding
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "synth"
 PAPER_ORDER = ["image_pool", "proposal", "grounding", "crop", "questions", "validation", "answers_1", "answers_2",

@@ -12,13 +12,13 @@ import json
 import pyarrow as pa
 import pytest
 from PIL import Image
+from synth_rows import new_row
 
 from zwz_ray.config import EngineConfig
 from zwz_ray.demo import render_scene
 from zwz_ray.engines import ChatResult, Engine
 from zwz_ray.images import encode_image
-from zwz_ray.synth.answer_stages import Answers, Consensus, Difficulty
-from zwz_ray.synth.columns import ALL_COLUMNS, drop, new_row, to_table
+from zwz_ray.synth.columns import ALL_COLUMNS, drop, to_table
 from zwz_ray.synth.config import (
     AnswersConfig,
     ConsensusConfig,
@@ -32,10 +32,25 @@ from zwz_ray.synth.config import (
     QuestionsConfig,
     ValidationConfig,
 )
-from zwz_ray.synth.cpu_stages import ImagePool, MCQAssembly, MicroCrop, OutputRows, Overlay, item_id
-from zwz_ray.synth.grounding import Sam3Grounding, VLMGrounding
-from zwz_ray.synth.stage import MissingColumnsError, Stage
-from zwz_ray.synth.teacher_stages import Distractors, Proposal, Questions, Validation
+from zwz_ray.synth.stages import (
+    Answers,
+    Consensus,
+    Difficulty,
+    Distractors,
+    ImagePool,
+    MCQAssembly,
+    MicroCrop,
+    MissingColumnsError,
+    OutputRows,
+    Overlay,
+    Proposal,
+    Questions,
+    Sam3Grounding,
+    Stage,
+    Validation,
+    VLMGrounding,
+)
+from zwz_ray.synth.stages.s12_output import item_id
 
 W, H = 1600, 1280
 ALL_STAGES = [ImagePool, Proposal, Sam3Grounding, VLMGrounding, MicroCrop, Questions, Validation, Answers, Consensus,

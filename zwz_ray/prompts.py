@@ -189,7 +189,7 @@ def difficulty_prompt(problem: str) -> str:
     """Stage 11: the student-sized model answers the MCQ (the problem ends with :data:`MCQ_INSTRUCTION`).
 
     No ``<answer>`` format line: the stage may constrain the reply to ``{"answer": letter}``
-    (``difficulty_schema``), and :func:`zwz_ray.parsing.parse_choice` reads either form.
+    (``difficulty_schema``), and :func:`zwz_ray.replies.read_letter` reads either form.
     """
     return problem.strip()
 

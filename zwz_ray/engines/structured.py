@@ -53,16 +53,19 @@ def parse_json(text: str, schema: dict | None = None) -> tuple[Any | None, str |
         return None, "empty reply"
     first_error = None
     found = False
-    for value in _candidates(text):
-        found = True
-        if schema is None:
-            return value, None
-        try:
-            jsonschema.validate(value, schema)
-            return value, None
-        except jsonschema.ValidationError as exc:
-            path = "/".join(str(p) for p in exc.absolute_path) or "<root>"
-            first_error = first_error or f"schema violation at {path}: {exc.message}"
+    try:
+        for value in _candidates(text):
+            found = True
+            if schema is None:
+                return value, None
+            try:
+                jsonschema.validate(value, schema)
+                return value, None
+            except jsonschema.ValidationError as exc:
+                path = "/".join(str(p) for p in exc.absolute_path) or "<root>"
+                first_error = first_error or f"schema violation at {path}: {exc.message}"
+    except RecursionError:  # a looping model can nest thousands of brackets; that reply has no usable JSON
+        return None, first_error or f"JSON nested too deeply in reply: {text[:80]!r}"
     if not found:
         return None, f"no JSON in reply: {text[:80]!r}"
     return None, first_error

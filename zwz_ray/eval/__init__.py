@@ -7,12 +7,12 @@
 Entry point: ``python -m pipelines.evaluate --config configs/evaluate/laptop.yaml``.
 """
 
-from zwz_ray.eval.answers import detect_mcq, extract_answer, normalize_answer, parse_options
 from zwz_ray.eval.config import BenchmarkConfig, CoverageConfig, EvalConfig, InferenceConfig, OutputConfig
-from zwz_ray.eval.judge import RULES, LLMJudge, Verdict, judge_answer
 from zwz_ray.eval.loaders import Benchmark, BenchmarkError, open_benchmark
 from zwz_ray.eval.metrics import compute_metrics
 from zwz_ray.eval.run import EvalResult, ModelRun, run_eval
+from zwz_ray.judge import LLMJudge
+from zwz_ray.replies import RULES, Verdict, detect_mcq, extract_answer, judge_answer, normalize_answer, parse_options
 
 __all__ = [
     "RULES",

@@ -12,10 +12,10 @@ from zwz_ray.config import EngineConfig
 from zwz_ray.eval.config import EvalConfig
 from zwz_ray.eval.coverage import CoverageScorer, summarize
 from zwz_ray.eval.loaders import Benchmark
-from zwz_ray.eval.stages import actor_pool
 from zwz_ray.eval.store import model_slug
 from zwz_ray.images import encode_image
 from zwz_ray.logs import get_logger
+from zwz_ray.resources import map_batches_kwargs
 from zwz_ray.runtime import require_gpus
 
 log = get_logger(__name__)
@@ -56,7 +56,7 @@ def _score_model(model: EngineConfig, items, cfg: EvalConfig) -> pd.DataFrame:
         CoverageStage,
         fn_constructor_kwargs={"model_ref": model.model, "device": model.device, "dtype": model.dtype, "layer": cov.layer,
                                "min_pixels": model.min_pixels, "max_pixels": model.max_pixels},
-        batch_format="pandas", **actor_pool(res, batch_size=4),
+        batch_format="pandas", **map_batches_kwargs(res, actors=True, batch_size=4),
     )
     return ds.to_pandas()
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from zwz_ray.eval.answers import detect_mcq, parse_options
 from zwz_ray.images import ImageDecodeError, probe_size, read_bytes
+from zwz_ray.replies import detect_mcq, parse_options
 
 ITEM_COLUMNS = ["id", "question", "answer", "image", "image_error", "image_size", "crop", "crop_error", "bbox", "category",
                 "options", "is_mcq"]

@@ -15,9 +15,10 @@ import pandas as pd
 from zwz_ray.config import EngineConfig
 from zwz_ray.eval.config import InferenceConfig
 from zwz_ray.eval.items import explode_views
-from zwz_ray.eval.judge import judge_answer
 from zwz_ray.eval.store import PREDICTION_COLUMNS, answer_fingerprint
 from zwz_ray.prompts import student_prompt
+from zwz_ray.replies import judge_answer
+from zwz_ray.resources import map_batches_kwargs
 
 ANSWER_OUT = ["id", "view", "question", "answer", "category", "is_mcq", "options", "response", "error", "sent", "done",
               "latency_s", "batch_latency_s", "answered_at", "prompt_tokens", "completion_tokens", "finish_reason"]
@@ -105,7 +106,7 @@ class JudgeStage:
         if todo:
             if self.judge is None:
                 from zwz_ray.engines import build_engine
-                from zwz_ray.eval.judge import LLMJudge
+                from zwz_ray.judge import LLMJudge
 
                 self.judge = LLMJudge(build_engine(self.engine_config), self.max_tokens)
             for i, (equivalent, text) in zip(todo, self.judge.decide([rows[i] for i in todo])):
@@ -114,14 +115,6 @@ class JudgeStage:
                     rows[i].update(correct=bool(equivalent), rule="llm_judge",
                                    verdict="correct" if equivalent else "incorrect")
         return pd.DataFrame(rows, columns=list(batch.columns))
-
-
-def actor_pool(res, batch_size: int | None = None) -> dict:
-    """map_batches arguments for a model stage: an autoscaling actor pool sized by the config's resources."""
-    import ray.data
-
-    return {"compute": ray.data.ActorPoolStrategy(min_size=res.min_replicas, max_size=res.max_replicas),
-            "batch_size": batch_size or res.batch_size, "num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
 
 
 def answer_dataset(items, model: EngineConfig, inference: InferenceConfig, done: set[str]):
@@ -135,7 +128,7 @@ def answer_dataset(items, model: EngineConfig, inference: InferenceConfig, done:
         ViewAnswerer,
         fn_constructor_kwargs={"engine": model, "inference": inference},
         batch_format="pandas",
-        **actor_pool(res),
+        **map_batches_kwargs(res, actors=True),
     )
     rules = {"model": model.label, "fingerprint": answer_fingerprint(model, inference)}
     return answered.map_batches(apply_rules, batch_format="pandas", fn_kwargs=rules)
@@ -153,5 +146,5 @@ def judge_dataset(predictions: pd.DataFrame, judge: EngineConfig, max_tokens: in
         JudgeStage,
         fn_constructor_kwargs={"engine": judge, "max_tokens": max_tokens},
         batch_format="pandas",
-        **actor_pool(res),
+        **map_batches_kwargs(res, actors=True),
     )

@@ -7,7 +7,7 @@
     ds = plan.dataset()                # lazy ray.data.Dataset of kept rows (image, problem, answer, ...)
     result = run_synthesis(cfg)        # writes output.dir (kept/, drops/, stats.json); resumable
 
-Exports resolve lazily so that ``import zwz_ray.synth.consensus`` stays light.
+Exports resolve lazily so that ``import zwz_ray.synth.stages.s08_consensus`` stays light.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _EXPORTS = {
     "StageSpec": "zwz_ray.synth.plan",
     "run_synthesis": "zwz_ray.synth.run",
     "SynthResult": "zwz_ray.synth.run",
-    "select_images": "zwz_ray.synth.sources",
+    "select_images": "zwz_ray.synth.stages.s01_image_pool",
 }
 
 __all__ = list(_EXPORTS)

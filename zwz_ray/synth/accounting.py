@@ -46,7 +46,7 @@ def _key(row: dict, level: int) -> tuple:
 
 
 def compute_stats(rows: Sequence[dict], stages: Sequence[tuple[str, int, int]], sources: Iterable[str]) -> dict:
-    """Per-stage and per-image numbers from the final rows (ACCOUNTING_COLUMNS are enough).
+    """Per-stage and per-image numbers from the final rows (source, unit indices, drop stage and reason, usage are enough).
 
     ``stages``: (name, level_in, level_out) in pipeline order; ``sources``: the images sent in.
     """

@@ -64,7 +64,6 @@ OUTPUT_COLUMNS = (
 # What output.dir/drops holds: where and why, plus enough context to look the item up.
 DROP_COLUMNS = ("source", "stage", "reason", "detail", "object_index", "object_name", "question_index", "question")
 # Small columns the driver collects to compute statistics.
-ACCOUNTING_COLUMNS = ("source", "object_index", "question_index", "drop_stage", "drop_reason", "usage")
 SMALL_COLUMNS = ("source", "object_index", "n_objects", "object_name", "question_index", "n_questions", "question",
                  "drop_stage", "drop_reason", "drop_detail", "usage")
 SMALL_SCHEMA = pa.schema([ROW_SCHEMA.field(name) for name in SMALL_COLUMNS])
@@ -81,12 +80,6 @@ def drop(row: dict, stage: str, reason: str, detail: str = "") -> dict:
     row["drop_stage"], row["drop_reason"], row["drop_detail"] = stage, reason, (detail or "")[:500]
     for name in _HEAVY:
         row[name] = None
-    return row
-
-
-def new_row(source: str) -> dict:
-    row: dict[str, Any] = dict.fromkeys(ALL_COLUMNS)
-    row.update(source=source, object_index=-1, question_index=-1)
     return row
 
 

@@ -15,13 +15,26 @@ from typing import Any
 from zwz_ray import __version__
 from zwz_ray.config import EngineConfig, ResourcesConfig, to_dict
 from zwz_ray.prompts import PROMPT_VERSION
-from zwz_ray.synth.answer_stages import Answers, Consensus, Difficulty
+from zwz_ray.resources import map_batches_kwargs
 from zwz_ray.synth.columns import output_table
 from zwz_ray.synth.config import SynthConfig
-from zwz_ray.synth.cpu_stages import ImagePool, MCQAssembly, MicroCrop, OutputRows, Overlay
-from zwz_ray.synth.grounding import Sam3Grounding, VLMGrounding
-from zwz_ray.synth.stage import Stage
-from zwz_ray.synth.teacher_stages import Distractors, Proposal, Questions, Validation
+from zwz_ray.synth.stages import (
+    Answers,
+    Consensus,
+    Difficulty,
+    Distractors,
+    ImagePool,
+    MCQAssembly,
+    MicroCrop,
+    OutputRows,
+    Overlay,
+    Proposal,
+    Questions,
+    Sam3Grounding,
+    Stage,
+    Validation,
+    VLMGrounding,
+)
 
 # Settings that change where or how fast the work runs, not what it produces.
 _VOLATILE = {"resources", "device", "max_batch_requests", "max_concurrency", "timeout_s", "max_retries", "api_key_env",
@@ -55,7 +68,9 @@ class StageSpec:
         return self.cls.level_in, self.cls.level_out
 
     def build(self) -> Stage:
-        """Instantiate the stage in this process (loads its model; for debugging and tests)."""
+        """Instantiate the stage in this process (a model stage loads its model here).
+
+        :meth:`SynthesisPlan.apply` hands every stateless stage to Ray Data built this way."""
         return self.cls(**self.kwargs)
 
 
@@ -103,7 +118,7 @@ class SynthesisPlan:
         Kept rows in the output layout, or with ``include_drops`` every row (all columns, drops marked).
         """
         from zwz_ray.images import list_images
-        from zwz_ray.synth.sources import select_images
+        from zwz_ray.synth.stages import select_images
 
         sources = list_images(paths) if paths is not None else select_images(self.config)
         return self.dataset_from_sources(sources, include_drops=include_drops)
@@ -125,20 +140,13 @@ class SynthesisPlan:
 
     def apply(self, ds):
         """Append every stage to ``ds`` as a ``map_batches`` operator."""
-        import ray
-
         for spec in self.stages:
-            r = spec.resources
-            kw: dict[str, Any] = dict(batch_size=r.batch_size, batch_format="pyarrow", zero_copy_batch=False, num_cpus=r.num_cpus)
-            if r.num_gpus:
-                kw["num_gpus"] = r.num_gpus
+            kw = dict(batch_format="pyarrow", zero_copy_batch=False, **map_batches_kwargs(spec.resources, actors=spec.stateful))
             if spec.stateful:
-                pool = ray.data.ActorPoolStrategy(min_size=r.min_replicas, max_size=r.max_replicas)
-                ds = ds.map_batches(spec.cls, fn_constructor_kwargs=spec.kwargs, compute=pool, **kw)
+                ds = ds.map_batches(spec.cls, fn_constructor_kwargs=spec.kwargs, **kw)
             else:
                 ds = ds.map_batches(spec.build(), **kw)
         return ds
-
 
 
 # --------------------------------------------------------------------------- building

@@ -22,7 +22,7 @@ from zwz_ray.synth.accounting import compute_stats, drop_reasons, merge_stats, m
 from zwz_ray.synth.columns import SMALL_COLUMNS, SMALL_SCHEMA, drops_table, image_complete, output_table, to_table
 from zwz_ray.synth.config import SynthConfig
 from zwz_ray.synth.plan import SynthesisPlan, build_synthesis
-from zwz_ray.synth.sources import select_images
+from zwz_ray.synth.stages import select_images
 from zwz_ray.synth.store import STATS, OutputStore
 
 log = get_logger(__name__)

@@ -20,10 +20,10 @@ import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
 
 from zwz_ray.config import ConfigError
 from zwz_ray.synth.accounting import merge_stats
+from zwz_ray.uris import atomic_write, display, filesystem
 
 MANIFEST = "manifest.jsonl"
 STATS = "stats.json"
@@ -32,8 +32,7 @@ STATS = "stats.json"
 class OutputStore:
     def __init__(self, uri: str):
         self.uri = uri
-        self.fs, self.root = url_to_fs(uri)
-        self.local = "://" not in uri or uri.startswith("file://")
+        self.fs, self.root = filesystem(uri)
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
@@ -103,25 +102,9 @@ class OutputStore:
 
     def write_text(self, name: str, text: str) -> None:
         """Replace ``name`` atomically (rename locally, a single PUT on object stores)."""
-        path = self.path(name)
-        self.fs.makedirs(self.root, exist_ok=True)
-        if self.local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        else:
-            self.fs.pipe_file(path, text.encode("utf-8"))
+        atomic_write(display(self.fs, self.path(name)), text)
 
     def _ls(self, path: str) -> list[str]:
         if not self.fs.exists(path):
             return []
         return [p for p in self.fs.find(path) if not self.fs.isdir(p)]
-
-    def kept_files(self) -> list[str]:
-        return sorted(self._ls(self.path("kept")))
-
-    def drop_files(self) -> list[str]:
-        return sorted(self._ls(self.path("drops")))

@@ -5,6 +5,9 @@ deterministic), then, optionally, a judge callback compares one representative p
 pairwise, in a single batched call, and groups it calls the same are merged transitively.
 The largest group wins; the question is kept when it holds at least ``threshold`` of all
 samples (paper: 0.75, i.e. 6 of 8). Empty answers never join a group but count in ``n``.
+
+:class:`Consensus` runs this as a stage; its text judge sees only what the normaliser leaves,
+every pair of a batch in one engine call, and answers ``SYNTH_EQUIVALENCE_SCHEMA``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from zwz_ray.parsing import normalize_answer
+from zwz_ray.config import EngineConfig
+from zwz_ray.engines import ChatRequest, Engine, SamplingParams, user_message
+from zwz_ray.prompts import equivalence_prompt
+from zwz_ray.replies import normalize_answer
+from zwz_ray.synth.config import ConsensusConfig
+from zwz_ray.synth.stages.base import QUESTION, Stage, json_object, parse_reply, yes_no
 
 DEFAULT_THRESHOLD = 0.75
+# The stage-8 judge's reply: are two teacher answers the same? (The evaluation judge has its own.)
+SYNTH_EQUIVALENCE_SCHEMA = json_object(same=yes_no())
 
 # Judge callback: pairs of answers -> one "same?" flag per pair, in order.
 SameFn = Callable[[list[tuple[str, str]]], list[bool]]
@@ -130,3 +140,88 @@ def consensus(answers: list, threshold: float = DEFAULT_THRESHOLD, same: SameFn 
 def keep(result: ConsensusResult, threshold: float = DEFAULT_THRESHOLD) -> bool:
     """Whether the question survives stage 8 (small tolerance for float round-off)."""
     return result.answer is not None and result.fraction >= threshold - 1e-9
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+class Consensus(Stage):
+    """Stage 8: the largest group of equivalent answers must hold ``threshold`` of all samples."""
+
+    name = "consensus"
+    reads = ("question", "teacher_answers")
+    writes = ("answer_text", "consistency", "consensus_by")
+    level_in = level_out = QUESTION
+
+    def __init__(self, consensus: ConsensusConfig, judge: EngineConfig | None = None, *,
+                 engine: Engine | None = None, expected_samples: int = 0, **kw):
+        super().__init__(**kw)
+        self.cfg = consensus
+        self.judge_config = judge
+        self.expected = expected_samples
+        self.judge = engine
+        if judge is not None and engine is None:
+            from zwz_ray.engines import build_engine
+
+            self.judge = build_engine(judge)
+
+    def engines(self) -> dict[str, Engine]:
+        return {self.judge_config.label: self.judge} if self.judge is not None else {}
+
+    def process(self, rows: list[dict]) -> list[list[dict]]:
+        verdicts: dict[tuple, bool] = {}
+        if self.judge is not None:
+            asked: set[tuple] = set()
+            self._decide(rows, verdicts, asked)  # a dry run records the pairs the judge must see
+            self._ask_judge(sorted(asked), verdicts)
+        results = self._decide(rows, verdicts)
+        for row, result in zip(rows, results):
+            self._apply(row, result)
+        return [[row] for row in rows]
+
+    def _decide(self, rows: list[dict], verdicts: dict, asked: set | None = None) -> list:
+        out = []
+        for row in rows:
+            answers = list(row["teacher_answers"] or [])
+            answers += [""] * max(0, self.expected - len(answers))  # missing samples count against
+            same = None
+            if self.judge is not None:
+                same = _lookup(row["question"], verdicts, asked)
+            out.append(consensus(answers, self.cfg.threshold, same=same))
+        return out
+
+    def _ask_judge(self, pairs: list[tuple], verdicts: dict) -> None:
+        """Every pair of the batch in ONE engine call; a failed verdict counts as "different"."""
+        todo = [p for p in pairs if p not in verdicts]
+        requests = [
+            ChatRequest([user_message(equivalence_prompt(q, a, b))],
+                        SamplingParams(1, 0.0, 1.0, self.cfg.judge_max_tokens, 0), SYNTH_EQUIVALENCE_SCHEMA)
+            for q, a, b in todo
+        ]
+        for pair, result in zip(todo, self.judge.chat(requests) if requests else []):
+            value, _ = parse_reply(result.texts[0] if result.ok and result.texts else "", SYNTH_EQUIVALENCE_SCHEMA)
+            verdicts[pair] = bool(value is not None and value["same"] == "Yes")
+
+    def _apply(self, row: dict, result) -> None:
+        row["consistency"] = result.fraction
+        row["consensus_by"] = result.decided_by
+        if keep(result, self.cfg.threshold):
+            row["answer_text"] = result.answer
+            return
+        sizes = result.group_sizes or [0]
+        self.drop(row, "no_consensus", f"largest group {sizes[0]} of {result.n} ({result.fraction:.2f} < {self.cfg.threshold})")
+
+
+def _lookup(question: str, verdicts: dict, asked: set | None):
+    """A judge callback answering from ``verdicts``; unknown pairs are recorded in ``asked``."""
+
+    def same(pairs: list[tuple[str, str]]) -> list[bool]:
+        flags = []
+        for a, b in pairs:
+            key = (question, a, b)
+            if key not in verdicts and asked is not None:
+                asked.add(key)
+            flags.append(verdicts.get(key, False))
+        return flags
+
+    return same

@@ -5,11 +5,17 @@ takes and gives (0 image, 1 object, 2 question). :meth:`Stage.__call__` checks t
 passes dropped rows through untouched, hands the live rows to :meth:`Stage.process` (one list
 of output rows per input row: the row itself, its children, or the row marked dropped) and
 books the call's cost on the first output row. Model stages (:class:`ModelStage`) build their
-engine in ``__init__`` so Ray Data runs them as actor pools.
+engine in ``__init__`` (from :func:`zwz_ray.engines.build_engine`) so Ray Data runs them as
+actor pools; a stage only talks to its engine through ``chat``, so swapping the engine for a
+client of a shared deployment changes no stage.
+
+Also here: the seeds every stage derives (:func:`stable_seed`) and the building blocks of the
+stages' output schemas.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -25,7 +31,6 @@ from zwz_ray.images import ImageDecodeError, decode_image, fit_pixels, read_byte
 from zwz_ray.logs import get_logger
 from zwz_ray.synth.accounting import COUNTERS, add_usage, stats_delta
 from zwz_ray.synth.columns import ALL_COLUMNS, drop, is_dropped, to_rows, to_table
-from zwz_ray.synth.mcq import stable_seed
 
 log = get_logger(__name__)
 
@@ -47,7 +52,6 @@ class Stage(ABC):
     writes: ClassVar[tuple[str, ...]] = ()
     level_in: ClassVar[int] = IMAGE
     level_out: ClassVar[int] = IMAGE
-    stateful: ClassVar[bool] = False  # True: holds a model, runs as an actor pool
 
     def __init__(self, *, name: str | None = None):
         self.stage_name = name or type(self).name
@@ -134,6 +138,12 @@ def parse_reply(text: str, schema: dict) -> tuple[Any | None, str | None]:
     return parse_json(text, loosen(schema))
 
 
+def stable_seed(*parts: object, base_seed: int = 0) -> int:
+    """A 63-bit seed from ``parts`` that is the same in every process (blake2b, not ``hash()``)."""
+    text = "\x1f".join([str(base_seed), *map(str, parts)])
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+
+
 def row_seed(base: int, stage: str, row: dict) -> int:
     """A per-row sampling seed, the same in every process and on every rerun."""
     return stable_seed(stage, row["source"], row["object_index"], row["question_index"], base_seed=base) % (2**31)
@@ -185,7 +195,6 @@ class SourceImages:
 class ModelStage(Stage):
     """A stage that asks one engine; the engine is built in ``__init__`` (once per actor)."""
 
-    stateful = True
 
     def __init__(self, engine_config: EngineConfig, *, engine: Engine | None = None, name: str | None = None):
         super().__init__(name=name)
@@ -219,3 +228,26 @@ class ModelStage(Stage):
 
     def seed(self, row: dict) -> int:
         return row_seed(self.engine_config.seed, self.stage_name, row)
+
+
+# --------------------------------------------------------------------------- output schemas
+#
+# Every string is bounded by ``maxLength`` (or an ``enum``) and every array by ``maxItems``, so
+# constrained decoding (xgrammar) always terminates, even for a random-weight model. Properties are
+# listed in the order the model should write them: reasoning before verdicts.
+
+
+def json_object(**props: dict) -> dict:
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def bounded_string(max_len: int, min_len: int = 1) -> dict:
+    return {"type": "string", "minLength": min_len, "maxLength": max_len}
+
+
+def bounded_array(items: dict, max_items: int, min_items: int = 0) -> dict:
+    return {"type": "array", "items": items, "minItems": min_items, "maxItems": max_items}
+
+
+def yes_no() -> dict:
+    return {"type": "string", "enum": ["Yes", "No"]}

@@ -5,34 +5,47 @@
   exactly one instance scores above ``instance_threshold`` (0: ``no_box``, more: ``not_unique``)
   and that instance scores at least ``score_threshold`` (else ``low_score``).
 * :class:`VLMGrounding`: the teacher VLM answers with a box (``VLM_BOX_SCHEMA``), in
-  Qwen2.5-VL absolute pixels of the image it saw, or Qwen3-VL 0..1000 relative coordinates.
+  Qwen2.5-VL absolute pixels of the image it saw, or Qwen3-VL 0..1000 relative coordinates;
+  :func:`parse_box` reads it.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from typing import Any
 
 from PIL import Image
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.engines import ChatRequest, SamplingParams, user_message
-from zwz_ray.parsing import parse_box
-from zwz_ray.prompts import grounding_query, vlm_grounding_prompt
+from zwz_ray.engines import ChatRequest, SamplingParams, parse_json, user_message
+from zwz_ray.prompts import BOX_COORDS, grounding_query, vlm_grounding_prompt
 from zwz_ray.synth.accounting import COUNTERS
 from zwz_ray.synth.config import GroundingModelConfig, InputConfig
-from zwz_ray.synth.schemas import vlm_box_schema
-from zwz_ray.synth.stage import OBJECT, ModelStage, SourceImages, Stage
+from zwz_ray.synth.stages.base import OBJECT, ModelStage, SourceImages, Stage, bounded_array, json_object
 
 READS = ("source", "object_name", "image_width", "image_height")
 WRITES = ("grounding_box", "grounding_score")
 TEXT_TOKENS = 32  # SAM3's text encoder length (its processor pads to 32 but does not truncate)
+ABSOLUTE_COORD_MAX = 65535  # pixels; bounded so an integer cannot grow forever
+RELATIVE_COORD_MAX = 1000
+
+
+def vlm_box_schema(coords: str = "absolute") -> dict:
+    """The VLM grounder's reply: ``{"box": [x1, y1, x2, y2]}`` as bounded integers."""
+    if coords not in BOX_COORDS:
+        raise ValueError(f"coords must be one of {BOX_COORDS}, got {coords!r}")
+    top = RELATIVE_COORD_MAX if coords == "relative1000" else ABSOLUTE_COORD_MAX
+    return json_object(box=bounded_array({"type": "integer", "minimum": 0, "maximum": top}, 4, 4))
+
+
+VLM_BOX_SCHEMA = vlm_box_schema()
 
 
 class Sam3Grounding(Stage):
     name = "grounding"
     reads, writes = READS, WRITES
     level_in = level_out = OBJECT
-    stateful = True
 
     def __init__(self, grounding: GroundingModelConfig, input: InputConfig, *, model=None, processor=None, **kw):
         super().__init__(**kw)
@@ -167,3 +180,66 @@ class VLMGrounding(ModelStage):
             self.drop(row, "no_box", f"no box in {value}")
             return
         row["grounding_box"] = [float(v) for v in box]
+
+
+# --------------------------------------------------------------------------- reading a VLM grounder's box
+
+_BOX_KEYS = ("box", "bbox", "bbox_2d", "box_2d", "bounding_box", "boxes", "bboxes")
+_NUM = r"(-?\d+(?:\.\d+)?)"
+_FOUR = re.compile(rf"[\[(]\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*[\])]")
+_PAIRS = re.compile(rf"\(\s*{_NUM}\s*,\s*{_NUM}\s*\)\s*(?:,|to|-|<\|box_end\|><\|box_start\|>)?\s*\(\s*{_NUM}\s*,\s*{_NUM}\s*\)")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _box_values(obj: Any, depth: int = 0) -> list[float] | None:
+    if depth > 4 or obj is None:
+        return None
+    if isinstance(obj, dict):
+        keys = {str(k).casefold(): v for k, v in obj.items()}
+        for key in _BOX_KEYS:
+            if key in keys:
+                return _box_values(keys[key], depth + 1)
+        return None
+    if isinstance(obj, (list, tuple)):
+        if len(obj) == 4 and all(not isinstance(v, (list, tuple, dict)) for v in obj):
+            values = [_number(v) for v in obj]
+            return None if None in values else values
+        return _box_values(obj[0], depth + 1) if len(obj) >= 1 else None
+    if isinstance(obj, str):
+        parsed, _ = parse_json(obj)
+        if parsed is not None:
+            return _box_values(parsed, depth + 1)
+        m = _FOUR.search(obj) or _PAIRS.search(obj)
+        return [float(g) for g in m.groups()] if m else None
+    return None
+
+
+def parse_box(obj_or_text: Any, coords: str = "absolute", width: float | None = None,
+              height: float | None = None) -> tuple[float, float, float, float] | None:
+    """``(x1, y1, x2, y2)`` in pixels from a grounder reply, or None.
+
+    Accepts ``{"box": [...]}`` (also ``bbox_2d`` and similar keys, or a list of such dicts: the
+    first wins), a bare list, or text holding either (``[x1, y1, x2, y2]`` or ``(x1,y1),(x2,y2)``).
+    Swapped corners are reordered. ``coords="relative1000"`` scales 0..1000 to ``width`` x
+    ``height`` pixels. The box is not clamped to the image (stage 4 does that).
+    """
+    values = _box_values(obj_or_text)
+    if values is None:
+        return None
+    x1, y1, x2, y2 = values
+    if coords == "relative1000":
+        if not width or not height:
+            return None
+        x1, x2, y1, y2 = (x1 * width / 1000, x2 * width / 1000, y1 * height / 1000, y2 * height / 1000)
+    elif coords != "absolute":
+        return None
+    return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))

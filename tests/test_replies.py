@@ -1,54 +1,21 @@
-"""Parsing real-world model output: fences, prose, broken tags, numbering styles, garbage."""
+"""Reading real-world model replies: broken tags, boxes, letters, options, numbering styles, garbage."""
 
 from __future__ import annotations
 
 import pytest
 
-from zwz_ray.parsing import (
-    clean_object_names,
+from zwz_ray.replies import (
+    EXTRACTION_POLICIES,
     extract_answer,
     extract_boxed,
+    locate_answer,
     normalize_answer,
-    parse_box,
-    parse_choice,
-    parse_json_output,
-    parse_numbered_list,
-    parse_verdict,
+    read_letter,
 )
+from zwz_ray.synth.stages.s02_proposal import clean_object_names
+from zwz_ray.synth.stages.s03_grounding import parse_box
 
 GARBAGE = [None, "", "   \n ", 42, ["a"], {"x"}, b"bytes"]
-
-# --------------------------------------------------------------------------- JSON
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ('{"objects": ["cup"]}', {"objects": ["cup"]}),
-        ('```json\n{"objects": ["cup", "lamp"]}\n```', {"objects": ["cup", "lamp"]}),
-        ('```\n{"a": 1}\n```', {"a": 1}),
-        ('Sure! Here is the JSON:\n{"valid": "Yes", "reason": "ok"}\nHope this helps.', {"valid": "Yes", "reason": "ok"}),
-        ('The set {1, 2} is not JSON, but {"a": {"b": [1, {"c": 2}]}} is.', {"a": {"b": [1, {"c": 2}]}}),
-        ('{"reason": "a } brace in a string", "valid": "No"}', {"reason": "a } brace in a string", "valid": "No"}),
-        ('{"objects": ["cup", "lamp",],}', {"objects": ["cup", "lamp"]}),
-        ("{'answer': 'B'}", {"answer": "B"}),
-        ('first {"a": 1} then {"b": 2}', {"a": 1}),
-        ('```json\n{"a": 1}\n``` and later {"b": 2}', {"a": 1}),
-        ('{"text": "line\nbreak"}', {"text": "line\nbreak"}),
-        ('["just", "a", "list"]', None),
-        ('{"unterminated": "yes', None),
-        ("no json here", None),
-        ("{{{{", None),
-    ],
-)
-def test_parse_json_output(text, expected):
-    assert parse_json_output(text) == expected
-
-
-@pytest.mark.parametrize("bad", GARBAGE)
-def test_parse_json_output_garbage(bad):
-    assert parse_json_output(bad) is None
-
 
 # --------------------------------------------------------------------------- object names
 
@@ -98,60 +65,6 @@ def test_clean_object_names_bounds_and_odd_input():
     assert clean_object_names("single name") == ["single name"]
     for bad in (None, 5, {"a": 1}):
         assert clean_object_names(bad) == []
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        ("1. red cup\n2. wall clock\n3. kite", ["red cup", "wall clock", "kite"]),
-        ("Here are the objects:\n1) red cup\n2) wall clock\nThat's all.", ["red cup", "wall clock"]),
-        ("- red cup\n- wall clock", ["red cup", "wall clock"]),
-        ("1. **red cup** - on the table\n2. lamp", ["**red cup** - on the table", "lamp"]),
-        ('```json\n{"objects": ["red cup", "lamp"]}\n```', ["red cup", "lamp"]),
-        ('["red cup", "lamp"]', ["red cup", "lamp"]),
-        ("red cup, wall clock, kite", ["red cup", "wall clock", "kite"]),
-        ("Objects:\nred cup\nwall clock", ["red cup", "wall clock"]),
-        ("", []),
-        (None, []),
-    ],
-)
-def test_parse_numbered_list(text, expected):
-    assert parse_numbered_list(text) == expected
-
-
-def test_numbered_list_then_clean():
-    text = "1. **Red cup** - on the table\n2. lamp\n3. Lamp\n4. x"
-    assert clean_object_names(parse_numbered_list(text)) == ["Red cup", "lamp"]
-
-
-# --------------------------------------------------------------------------- verdicts
-
-
-@pytest.mark.parametrize(
-    "text, valid, reason_part",
-    [
-        ('{"reason": "The sign is fully visible.", "valid": "Yes"}', True, "fully visible"),
-        ('```json\n{"reason": "Two cups match.", "valid": "No"}\n```', False, "Two cups"),
-        ("VALID: Yes\nREASON: the text is readable in both views", True, "readable in both"),
-        ("REASON: the count differs outside the crop.\nVALID: No", False, "count differs"),
-        ("**VALID:** **No**\n**REASON:** ambiguous target", False, "ambiguous target"),
-        ("After checking all four conditions... Verdict: invalid", False, "four conditions"),
-        ("valid = true", True, ""),
-        ("Yes. Everything is consistent.", True, "consistent"),
-        ("No, the target is ambiguous.", False, "ambiguous"),
-        ("I first thought VALID: Yes, but on reflection VALID: No", False, ""),
-    ],
-)
-def test_parse_verdict(text, valid, reason_part):
-    verdict, reason = parse_verdict(text)
-    assert verdict is valid
-    assert reason_part in reason
-
-
-@pytest.mark.parametrize("text", [*GARBAGE, "I am not sure about this one.", '{"reason": "hmm"}'])
-def test_parse_verdict_without_verdict(text):
-    verdict, reason = parse_verdict(text)
-    assert verdict is None and reason
 
 
 # --------------------------------------------------------------------------- boxed and answers
@@ -207,8 +120,9 @@ def test_extract_boxed(text, expected):
         (None, "", "empty"),
     ],
 )
-def test_extract_answer(text, answer, how):
-    assert extract_answer(text) == (answer, how)
+def test_locate_answer(text, answer, how):
+    assert locate_answer(text) == (answer, how)
+    assert extract_answer(text) == (answer or None)
 
 
 @pytest.mark.parametrize(
@@ -232,15 +146,15 @@ def test_extract_answer(text, answer, how):
         (None, None),
     ],
 )
-def test_parse_choice(text, expected):
-    assert parse_choice(text) == expected
+def test_read_letter(text, expected):
+    assert read_letter(text) == expected
 
 
-def test_parse_choice_by_option_text():
+def test_read_letter_by_option_text():
     options = ["red", "blue", "white", "black"]
-    assert parse_choice("<answer>Blue.</answer>", options=options) == "B"
-    assert parse_choice("<answer>green</answer>", options=options) is None
-    assert parse_choice("<answer>E</answer>", letters="ABCDE") == "E"
+    assert read_letter("<answer>Blue.</answer>", options=options) == "B"
+    assert read_letter("<answer>green</answer>", options=options) is None
+    assert read_letter("<answer>E</answer>", letters="ABCDE") == "E"
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -378,15 +292,122 @@ DEGENERATE = {
 def test_degenerate_replies_neither_raise_nor_hang(name):
     """A random or looping model can emit thousands of braces or blanks; parsing stays linear-ish."""
     text = DEGENERATE[name]
-    for parse in (parse_json_output, parse_verdict, extract_answer, parse_choice, parse_box,
-                  parse_numbered_list, normalize_answer, extract_boxed):
+    for parse in (locate_answer, read_letter, parse_box, clean_object_names, normalize_answer, extract_boxed):
         parse(text)
+    for policy in EXTRACTION_POLICIES:
+        extract_answer(text, policy)
 
 
 def test_evaluation_uses_the_same_extraction_and_normalisation():
     """Synthesis consensus and the evaluation judge must agree on what an answer is and when two match."""
-    from zwz_ray.eval import answers
+    from zwz_ray import eval as evaluation
+    from zwz_ray.synth.stages import s08_consensus
 
-    assert answers.normalize_answer is normalize_answer
+    assert evaluation.normalize_answer is normalize_answer is s08_consensus.normalize_answer
+    assert evaluation.extract_answer is extract_answer
     for text in ["<answer> five </answer>", "So \\boxed{7}.", "Final answer: **grey**", "", None, "<answer></answer>"]:
-        assert answers.extract_answer(text) == (extract_answer(text)[0] or None)
+        assert extract_answer(text) == (locate_answer(text)[0] or None)
+
+
+# --------------------------------------------------------------------------- extraction policies
+
+
+@pytest.mark.parametrize(
+    "policy, text, expected",
+    [
+        # default: the last tag, else \boxed{}, else the last "Answer:" line, else the last line
+        ("default", "<answer>pear</answer> wait <answer>apple</answer>", "apple"),
+        ("default", "Answer: 3\nAnswer: 4", "4"),
+        ("default", "", None),
+        # eval (reference protocol): the first closed tag, else from the first "Answer:" on, else the last 3 lines
+        ("eval", "<answer>pear</answer> wait <answer>apple</answer>", "pear"),
+        ("eval", "<ANSWER> red car </ANSWER>", "red car"),
+        ("eval", "I looked.\nAnswer: 3\nAnswer: 4", "3 Answer: 4"),
+        ("eval", "**Answer:** blue", "blue"),
+        ("eval", "one\ntwo\nthree\nfour\n\nfive\n", "three four five"),
+        ("eval", "only line", "only line"),
+        ("eval", "<answer>unclosed", "<answer>unclosed"),
+        ("eval", "  \n ", None),
+        # grpo: the first closed tag, else the whole response; empty or >= 300 characters is no answer
+        ("grpo", "<answer>B</answer> then <answer>C</answer>", "B"),
+        ("grpo", "Thinking... so it is blue", "Thinking... so it is blue"),
+        ("grpo", "<answer>   </answer>", None),
+        ("grpo", "", None),
+        ("grpo", None, None),
+        ("grpo", "x" * 299, "x" * 299),
+        ("grpo", "x" * 300, None),
+        ("grpo", "<answer>" + "y" * 300 + "</answer>", None),
+        # boxed (synthesis): the last \boxed{}
+        ("boxed", r"\boxed{3} ... recount: \boxed{4}", "4"),
+        ("boxed", r"\boxed{\text{red}}", "red"),
+        ("boxed", "<answer>5</answer>", None),
+        ("boxed", r"\boxed{}", None),
+    ],
+)
+def test_extraction_policies(policy, text, expected):
+    assert extract_answer(text, policy) == expected
+
+
+def test_extraction_policies_are_named():
+    assert EXTRACTION_POLICIES == ("default", "eval", "grpo", "boxed")
+    with pytest.raises(ValueError, match="unknown extraction policy"):
+        extract_answer("<answer>B</answer>", "strict")
+
+
+def test_judge_answer_takes_the_policy():
+    from zwz_ray.replies import judge_answer
+
+    reply = "<answer>pear</answer> wait <answer>apple</answer>"
+    assert judge_answer(reply, "apple").correct
+    assert not judge_answer(reply, "apple", policy="eval").correct
+    assert judge_answer("x" * 400, "x" * 400, policy="grpo").rule == "no_answer"
+
+
+# --------------------------------------------------------------------------- options, one per line and inline
+
+OPTION_LAYOUTS = {
+    "(A) x": "(A) red\n(B) blue\n(C) green\n(D) yellow",
+    "A) x": "A) red\nB) blue\nC) green\nD) yellow",
+    "A. x": "A. red\nB. blue\nC. green\nD. yellow",
+    "A: x": "A: red\nB: blue\nC: green\nD: yellow",
+    "inline (A) x": "(A) red (B) blue (C) green (D) yellow",
+    "inline A) x": "A) red B) blue C) green D) yellow",
+    "inline A. x": "A. red B. blue C. green D. yellow",
+    "inline A: x": "A: red B: blue C: green D: yellow",
+}
+INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+@pytest.mark.parametrize("layout", sorted(OPTION_LAYOUTS))
+@pytest.mark.parametrize("where", ["own_line", "question_line"])
+def test_parse_options_layouts_before_an_instruction(layout, where):
+    from zwz_ray.replies import parse_options
+
+    sep = "\n" if where == "own_line" or not layout.startswith("inline") else " "
+    question = f"Which colour is the cap?{sep}{OPTION_LAYOUTS[layout]}\n{INSTRUCTION}"
+    assert parse_options(question) == {"A": "red", "B": "blue", "C": "green", "D": "yellow"}
+
+
+@pytest.mark.parametrize("layout", sorted(OPTION_LAYOUTS))
+@pytest.mark.parametrize("reply", ["<answer>yellow</answer>", "<answer>Yellow.</answer>", "yellow", "Yellow."])
+def test_right_answer_as_option_text_is_decided_by_rule(layout, reply):
+    from zwz_ray.replies import detect_mcq, judge_answer
+
+    sep = " " if layout.startswith("inline") else "\n"
+    question = f"Which colour is the cap?{sep}{OPTION_LAYOUTS[layout]}\n{INSTRUCTION}"
+    is_mcq, options = detect_mcq(question, "D")
+    verdict = judge_answer(reply, "D", is_mcq=is_mcq, options=options)
+    assert (verdict.correct, verdict.rule) == (True, "mcq_option_text")
+    wrong = judge_answer(reply.replace("ellow", "ELLOW").replace("yELLOW", "red").replace("YELLOW", "Red"), "D",
+                         is_mcq=is_mcq, options=options)
+    assert (wrong.correct, wrong.rule) == (False, "mcq_option_text")
+
+
+def test_read_letter_is_the_judges_letter_reader():
+    """The difficulty filter and the judge read letters the same way (ambiguity included)."""
+    from zwz_ray.replies import choose
+
+    assert read_letter("<answer>A or B</answer>") is None and choose("A or B", "ABCD") == (None, "ambiguous")
+    assert read_letter("It is not A. The answer is (B).") == "B"
+    assert read_letter("<answer>a cat</answer>", options={"A": "dog", "B": "cat"}, letters="AB") == "B"
+    assert read_letter('```json\n{"answer": "C"}\n```') == "C"
