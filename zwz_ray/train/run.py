@@ -22,6 +22,8 @@ from zwz_ray.train.config import DistillConfig
 from zwz_ray.train.data import ingest_config, read_rows
 from zwz_ray.train.examples import REQUIRED_COLUMNS
 from zwz_ray.train.export import ADAPTER_DIR, MODEL_DIR, is_remote, join_uri
+from zwz_ray.train.grpo_config import grpo_total_updates
+from zwz_ray.train.reward import reward_plot
 from zwz_ray.train.worker import train_loop_per_worker
 
 log = get_logger(__name__)
@@ -79,6 +81,8 @@ def given_rows(cfg: DistillConfig, dataset: Any) -> Any:
 def estimate_total_steps(cfg: DistillConfig, num_rows: int | None) -> int | None:
     """Optimizer steps of the whole run (an upper bound: dropped rows shorten epochs)."""
     t = cfg.trainer
+    if t.objective == "grpo":
+        return grpo_total_updates(cfg, num_rows)
     if num_rows is None:
         return t.max_steps
     per_epoch = (num_rows // t.num_workers) // (t.micro_batch_size * t.grad_accum_steps)
@@ -150,9 +154,10 @@ def run_distill(cfg: DistillConfig, dataset: Any = None) -> DistillResult:
         require_gpus(cfg.trainer.num_workers, "distillation (trainer.use_gpu with trainer.num_workers workers)")
     ds = given_rows(cfg, dataset) if dataset is not None else read_rows(cfg.data.path)
     num_rows = count_rows(cfg, ds, dataset is not None)
-    if num_rows is not None and num_rows < cfg.trainer.global_batch_size:
-        raise ValueError(f"{cfg.data.path or 'the dataset'} holds {num_rows} rows, fewer than one global batch "
-                         f"({cfg.trainer.global_batch_size} = workers x micro_batch_size x grad_accum_steps)")
+    batch, what = ((cfg.grpo.rollout_batch_prompts, "grpo.rollout_batch_prompts") if cfg.trainer.objective == "grpo"
+                   else (cfg.trainer.global_batch_size, "workers x micro_batch_size x grad_accum_steps"))
+    if num_rows is not None and num_rows < batch:
+        raise ValueError(f"{cfg.data.path or 'the dataset'} holds {num_rows} rows, fewer than one global batch ({batch} = {what})")
     total_steps = estimate_total_steps(cfg, num_rows)
     log.info("distilling into %s with %d worker(s), global batch %d, run %s/%s", cfg.student, cfg.trainer.num_workers,
              cfg.trainer.global_batch_size, cfg.checkpoint.storage_path, cfg.checkpoint.run_name)
@@ -181,9 +186,10 @@ def write_outputs(cfg: DistillConfig, res: DistillResult, out: dict, wall_s: flo
         fh.writelines(json.dumps(r) + "\n" for r in res.history)
     with fs.open(join_uri(root, SUMMARY_FILE), "w") as fh:
         json.dump(summary(cfg, res, out, wall_s), fh, indent=2)
-    plot = loss_plot(res.history)
+    grpo = cfg.trainer.objective == "grpo"
+    plot, plot_file = (reward_plot(res.history), "reward.png") if grpo else (loss_plot(res.history), PLOT_FILE)
     if plot:
-        with fs.open(join_uri(root, PLOT_FILE), "wb") as fh:
+        with fs.open(join_uri(root, plot_file), "wb") as fh:
             fh.write(plot)
     log.info("done: %d steps, final loss %s, dropped %s; summary in %s", res.steps,
              f"{res.final_loss:.4f}" if res.final_loss is not None else "n/a", res.dropped, res.summary_path)
