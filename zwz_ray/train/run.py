@@ -159,8 +159,8 @@ def run_distill(cfg: DistillConfig, dataset: Any = None) -> DistillResult:
     if num_rows is not None and num_rows < batch:
         raise ValueError(f"{cfg.data.path or 'the dataset'} holds {num_rows} rows, fewer than one global batch ({batch} = {what})")
     total_steps = estimate_total_steps(cfg, num_rows)
-    log.info("distilling into %s with %d worker(s), global batch %d, run %s/%s", cfg.student, cfg.trainer.num_workers,
-             cfg.trainer.global_batch_size, cfg.checkpoint.storage_path, cfg.checkpoint.run_name)
+    log.info("distilling (%s) into %s with %d worker(s), global batch %d, run %s/%s", cfg.trainer.objective, cfg.student,
+             cfg.trainer.num_workers, batch, cfg.checkpoint.storage_path, cfg.checkpoint.run_name)
     start = time.time()
     with controller_poll(cfg.trainer.controller_poll_s):
         result = make_trainer(cfg, ds, total_steps).fit()
