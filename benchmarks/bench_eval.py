@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 
     path = args.benchmark
     if not path:
-        from zwz_ray.demo import make_benchmark_fixture
+        from zwz_ray.eval.writers import make_benchmark_fixture
 
         path = make_benchmark_fixture(os.path.join(tempfile.mkdtemp(), "bench.parquet"), args.items, seed=0)
     bench = open_benchmark(BenchmarkConfig(path=path, limit=args.items))

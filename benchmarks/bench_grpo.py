@@ -68,7 +68,9 @@ def make_config(args: argparse.Namespace) -> DistillConfig:
 
 
 def run_ours(cfg: DistillConfig, rows: list[dict]) -> list[dict]:
-    from zwz_ray.train.data import ListRows
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from train_rows import ListRows  # in-memory rows, shared with the tests
+
     from zwz_ray.train.grpo import GRPORecipe
     from zwz_ray.train.loop import WorkerContext
 

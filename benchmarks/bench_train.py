@@ -64,7 +64,9 @@ def make_config(args: argparse.Namespace, out: str) -> DistillConfig:
 
 
 def run_ours(cfg: DistillConfig, rows: list[dict]) -> tuple[list[float], list[float], float]:
-    from zwz_ray.train.data import ListRows
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from train_rows import ListRows  # in-memory rows, shared with the tests
+
     from zwz_ray.train.loop import DistillLoop, WorkerContext
 
     if not dist.is_initialized():

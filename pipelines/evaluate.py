@@ -1,6 +1,6 @@
 """Evaluate models on ZoomBench (or V*, HR-Bench, MME-RealWorld style sets) with the dual-view protocol.
 
-    python -m pipelines.evaluate --config configs/evaluate/laptop.yaml
+    python -m pipelines.evaluate [--config configs/evaluate/laptop.yaml]
     python -m pipelines.evaluate --config configs/evaluate/cluster.yaml --set output.dir=s3://bucket/eval
     ray job submit --working-dir . -- python -m pipelines.evaluate --config configs/evaluate/cluster.yaml
 
@@ -14,41 +14,28 @@ from __future__ import annotations
 
 import sys
 
-from zwz_ray.config import config_from_cli
-from zwz_ray.eval import BenchmarkError, EvalConfig, run_eval
+from zwz_ray.cli import Job
+from zwz_ray.eval import BenchmarkError, EvalConfig, EvalResult, run_eval
 from zwz_ray.eval.metrics import pct
-from zwz_ray.logs import get_logger
 
 CONFIG_CLASS = EvalConfig
 
-log = get_logger("pipelines.evaluate")
 
-
-def summary_lines(result) -> list[str]:
+def summary(result: EvalResult) -> list[str]:
     lines = []
     for label, m in result.metrics["models"].items():
-        views = m["views"]
-        gap = m.get("zooming_gap")
-        run = result.runs[label]
-        lines.append(
-            f"{label}: global {pct(views.get('global', {}).get('accuracy'))}  regional "
-            f"{pct(views.get('regional', {}).get('accuracy'))}  gap {pct(gap['gap']) if gap else '-'}  "
-            f"({run.requests} new answers, {run.previously_answered} reused)"
-        )
-    return lines
+        views, gap, run = m["views"], m.get("zooming_gap"), result.runs[label]
+        lines.append(f"{label}: global {pct(views.get('global', {}).get('accuracy'))}  regional "
+                     f"{pct(views.get('regional', {}).get('accuracy'))}  gap {pct(gap['gap']) if gap else '-'}  "
+                     f"({run.requests} new answers, {run.previously_answered} reused)")
+    return [*lines, f"report: {result.report_path or '(disabled)'}", f"metrics: {result.metrics_path}"]
+
+
+JOB = Job("evaluate", EvalConfig, "evaluate", run_eval, summary, errors=(BenchmarkError,))
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config_from_cli(EvalConfig, argv, description=__doc__.split("\n\n")[0])
-    try:
-        result = run_eval(cfg)
-    except BenchmarkError as exc:
-        print(f"benchmark error: {exc}", file=sys.stderr)
-        return 2
-    for line in summary_lines(result):
-        print(line)
-    print(f"report: {result.report_path or '(disabled)'}\nmetrics: {result.metrics_path}")
-    return 0
+    return JOB.main(argv, description=__doc__)
 
 
 if __name__ == "__main__":

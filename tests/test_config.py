@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from zwz_ray.cli import config_from_cli, explain
 from zwz_ray.config import (
     ConfigError,
     EngineConfig,
     RayConfig,
     bounded,
-    config_from_cli,
     from_dict,
     load_config,
+    model_ref,
+    resolve_paths,
+    section,
+    setting,
     to_dict,
     uri,
+    uri_list,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +51,7 @@ class Job:
     name: str = "job"
     mode: Literal["sft", "grpo"] = "sft"
     steps: int = bounded(10, 1)
-    paths: list[str] = field(default_factory=list)
+    paths: list[str] = uri_list()
     consensus: Consensus = field(default_factory=Consensus)
     output: Output = field(default_factory=Output)
     teachers: list[EngineConfig] = field(default_factory=lambda: [EngineConfig()])
@@ -163,3 +173,115 @@ def test_entry_points_resolve_relative_paths_once(tmp_path, monkeypatch):
     assert cfg.paths == [str(tmp_path / "imgs"), "s3://bucket/x"]
     assert cfg.output.dir == str(tmp_path / "out")
     assert cfg.teachers[0].model == "tiny:qwen2_5_vl"
+
+
+# --------------------------------------------------------------------------- paths, by their marker only
+
+
+@dataclass
+class Marked:
+    dir: str = setting("not/a/path", doc="named like a path but not marked: left alone")
+    output: str = uri("out", doc="a marked path")
+    seeds: str | None = uri(None, doc="an unset marked path")
+    model: str = model_ref("tiny:qwen2_5_vl", doc="a model reference")
+    models: list[EngineConfig] = section(lambda: [EngineConfig(model="Qwen/Qwen3-VL-8B-Instruct"), EngineConfig(model="./ckpt")])
+
+
+def test_only_marked_fields_are_resolved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Qwen" / "local-export").mkdir(parents=True)
+    cfg = load_config(Marked, None, ["output=~/x", "model=Qwen/local-export"])
+    resolved = resolve_paths(cfg)
+    assert resolved.dir == "not/a/path" and resolved.seeds is None
+    assert resolved.output == os.path.expanduser("~/x")
+    assert resolved.model == str(tmp_path / "Qwen" / "local-export")  # an existing local directory
+    assert [m.model for m in resolved.models] == ["Qwen/Qwen3-VL-8B-Instruct", str(tmp_path / "ckpt")]
+    assert resolve_paths(load_config(Marked, None, ["model=file:///models/x", "output=s3://b/o"])).model == "/models/x"
+    assert resolve_paths(load_config(Marked, None, ["output=s3://b/o"])).output == "s3://b/o"
+    assert cfg.output == "~/x"  # the input is not changed
+
+
+def test_job_configs_mark_their_paths():
+    from zwz_ray.chain import R2IConfig
+
+    marked = {key for key, value in _leaves(R2IConfig()) if value.metadata.get("uri")}
+    assert {"output.dir", "synth.input.paths", "synth.demo.dir", "synth.questions.seed_file", "synth.output.dir",
+            "distill.data.path", "distill.checkpoint.storage_path", "distill.output.dir", "evaluate.benchmark.path",
+            "evaluate.output.dir"} <= marked
+    models = {key for key, value in _leaves(R2IConfig()) if value.metadata.get("model")}
+    assert {"distill.student", "synth.models.teacher.model", "synth.models.grounding.model", "evaluate.models.0.model"} <= models
+
+
+# --------------------------------------------------------------------------- field help
+
+
+def _leaves(node, prefix=""):
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            yield f"{prefix}{f.name}", f
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            yield f"{prefix}{f.name}", f
+            for i, item in enumerate(value):
+                yield from _leaves(item, f"{prefix}{f.name}.{i}.")
+        else:
+            yield f"{prefix}{f.name}", f
+
+
+def _job_classes():
+    return [importlib.import_module(f"pipelines.{job}").CONFIG_CLASS for job in ("synthesize", "distill", "evaluate", "r2i")]
+
+
+@pytest.mark.parametrize("cls", _job_classes(), ids=lambda c: c.__name__)
+def test_every_key_has_a_meaning(cls):
+    undocumented = [key for key, f in _leaves(cls()) if not f.metadata.get("doc")]
+    assert not undocumented, f"{cls.__name__}: keys without doc=: {undocumented}"
+
+
+def test_explain_lists_every_key_with_default_and_meaning(capsys):
+    with pytest.raises(SystemExit) as exc:
+        config_from_cli(Job, ["--set", "steps=3", "--set", "consensus.threshold=0.5", "--explain"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert re.search(r"^steps\s+3 \(default: 10\)", lines["steps"])
+    assert "(default: 0.75)" in lines["consensus.threshold"] and "consensus.use_judge" in lines
+    assert "teachers.0.backend" in lines and "hf (transformers), vllm or openai" in lines["teachers.0.backend"]
+    assert "the student: HF id" in explain(importlib.import_module("pipelines.distill").CONFIG_CLASS())
+
+
+def test_distill_explain_through_the_entry_point():
+    out = subprocess.run([sys.executable, "-m", "pipelines.distill", "--explain", "--set", "optim.lr=0.01"], cwd=ROOT,
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    lr = next(line for line in out.splitlines() if line.startswith("optim.lr "))
+    assert "0.01 (default: 1e-05)" in lr and "peak learning rate" in lr
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+@pytest.mark.parametrize("job, folder", [("synthesize", "synth"), ("distill", "distill"), ("evaluate", "evaluate"), ("r2i", "r2i")])
+def test_every_job_defaults_to_its_laptop_config(job, folder, capsys):
+    module = importlib.import_module(f"pipelines.{job}")
+    default = ROOT / "configs" / folder / "laptop.yaml"
+    assert module.JOB.default_config == str(default)
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    assert f"configs/{folder}/laptop.yaml" in " ".join(capsys.readouterr().out.split())
+    printed = []
+    for argv in (["--print-config"], ["--config", str(default), "--print-config"]):
+        with pytest.raises(SystemExit):
+            module.main(argv)
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and printed[0].strip()
+
+
+def test_job_entry_points_are_light_to_import():
+    """The facades and entry points name config classes and run functions; torch, transformers and Ray Train
+    load only when a job runs (``--help`` and ``--print-config`` stay fast)."""
+    code = ("import sys, json; import zwz_ray.train, zwz_ray.eval, zwz_ray.synth, pipelines.distill, pipelines.synthesize; "
+            "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'ray.train', 'vllm') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert json.loads(out.splitlines()[-1]) == []

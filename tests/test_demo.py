@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from zwz_ray import demo
+from zwz_ray.eval import writers
 from zwz_ray.images import box_area_fraction, decode_image, probe_size, read_bytes
 
 SMALL = (640, 512)  # for the benchmark fixture, where resolution is not under test
@@ -83,8 +84,8 @@ def test_ensure_demo_images_writes_once(tmp_path):
 
 
 def test_benchmark_fixture_schema(tmp_path):
-    path = demo.make_benchmark_fixture(str(tmp_path / "zoom.parquet"), n_items=6, seed=0,
-                                       size=SMALL)
+    path = writers.make_benchmark_fixture(str(tmp_path / "zoom.parquet"), n_items=6, seed=0,
+                                          size=SMALL)
     table = pq.read_table(path)
     assert table.column_names == ["id", "query", "response", "image", "crop_image",
                                   "question_type", "bbox"]
@@ -109,6 +110,14 @@ def test_benchmark_fixture_schema(tmp_path):
         assert decode_image(row["image"]["bytes"]).size == SMALL
         crop = decode_image(row["crop_image"]["bytes"])
         assert crop.width >= 2 * (d["box"][2] - d["box"][0])
+
+
+def test_benchmark_fixture_cli_and_bad_size(tmp_path, capsys):
+    writers.main([str(tmp_path / "b.parquet"), "--items", "2", "--width", "320", "--height", "256"])
+    assert pq.read_table(tmp_path / "b.parquet").num_rows == 2
+    assert "wrote 2 benchmark items" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="n_items"):
+        writers.make_benchmark_fixture(str(tmp_path / "none.parquet"), n_items=0)
 
 
 def test_cli_writes_scenes(tmp_path, capsys):

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ import pytest
 from PIL import Image
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.engines import ChatRequest, SamplingParams, build_engine, parse_json, user_message
+from zwz_ray.engines import ChatRequest, Grammar, SamplingParams, build_engine, parse_json, user_message
 
 KEY = "sk-test-SECRET-0123456789"
 SCHEMA = {
@@ -143,6 +144,22 @@ def test_success_sends_key_images_schema_and_n(server, secret):
     assert body["n"] == 3 and body["response_format"]["json_schema"]["schema"] == SCHEMA
     assert body["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
     _assert_no_key(engine, [res], secret)
+    engine.close()
+
+
+def test_new_sampling_fields_and_grammars_in_the_body(server):
+    engine = _engine(server, "ok")
+    sampling = SamplingParams(max_tokens=8, top_k=20, presence_penalty=1.5, repetition_penalty=1.05)
+    engine.chat([ChatRequest([user_message("Is it red?")], sampling, grammar=Grammar.regex("(yes|no)"))])
+    body = server.bodies[-1]
+    assert (body["top_k"], body["presence_penalty"], body["repetition_penalty"]) == (20, 1.5, 1.05)
+    assert body["structured_outputs"] == {"regex": "(yes|no)"} and "response_format" not in body
+    engine.chat([ChatRequest([user_message("Box it.")], SamplingParams(max_tokens=8), grammar=Grammar.ebnf('root ::= "ok"'))])
+    body = server.bodies[-1]
+    assert body["structured_outputs"] == {"grammar": 'root ::= "ok"'}
+    assert not {"top_k", "presence_penalty", "repetition_penalty"} & set(body)  # defaults: the plain OpenAI body
+    engine.chat([ChatRequest([user_message("Is it red?")], SamplingParams(max_tokens=8, top_k=-1))])
+    assert "top_k" not in server.bodies[-1] and "structured_outputs" not in server.bodies[-1]
     engine.close()
 
 
@@ -293,4 +310,12 @@ def test_real_vllm_server_n_samples_and_schema(vllm_server):
             value, error = parse_json(text, SCHEMA)
             assert error is None, (text, error)
             jsonschema.validate(value, SCHEMA)
+    # grammars and the extra sampling fields go through vLLM's structured outputs and sampler
+    sampling = SamplingParams(n=2, temperature=1.0, max_tokens=64, seed=1, top_k=20, presence_penalty=1.5, repetition_penalty=1.1)
+    regex, ebnf = engine.chat([
+        ChatRequest([user_message("Is the cup red?")], sampling, grammar=Grammar.regex("(yes|no)")),
+        ChatRequest([user_message("Which colour?")], sampling, grammar=Grammar.ebnf('root ::= [a-z ]{0,16} "\\\\boxed{" [a-z]{1,8} "}"')),
+    ])
+    assert regex.ok and set(regex.texts) <= {"yes", "no"}, regex.error or regex.texts
+    assert ebnf.ok and all(re.fullmatch(r"[a-z ]{0,16}\\boxed\{[a-z]{1,8}\}", t) for t in ebnf.texts), ebnf.error or ebnf.texts
     engine.close()

@@ -73,3 +73,21 @@ def test_importing_engines_loads_no_backend():
     code = "import sys, zwz_ray.engines; print(sorted(m for m in ('vllm', 'httpx', 'xgrammar') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_regex_and_ebnf_compile_and_constrain(compiler):
+    import xgrammar as xgr
+
+    from zwz_ray.engines import Grammar
+
+    def accepts(grammar, text):
+        matcher = xgr.GrammarMatcher(compiler.compile_grammar(grammar))
+        return matcher.accept_string(text) and matcher.is_completed()
+
+    yes_no = Grammar.regex("(yes|no)")
+    assert accepts(yes_no, "yes") and accepts(yes_no, "no") and not accepts(yes_no, "maybe")
+    boxed = Grammar.ebnf('root ::= [a-z ]{0,8} "\\\\boxed{" [A-D] "}"')
+    assert accepts(boxed, "so \\boxed{B}") and not accepts(boxed, "\\boxed{E}") and not accepts(boxed, "so B")
+    assert compiler.compile_grammar(yes_no) is compiler.compile_grammar(Grammar.regex("(yes|no)"))  # cached
+    with pytest.raises(ValueError, match="bad regex grammar"):
+        compiler.compile_grammar(Grammar.regex("(yes"))

@@ -1,13 +1,15 @@
-"""The offline vLLM engine (CPU build here): images, n samples in one request, JSON schemas, errors."""
+"""The offline vLLM engine (CPU build here): images, n samples in one request, JSON schemas, grammars, top-k, penalties, errors."""
 
 from __future__ import annotations
+
+import re
 
 import jsonschema
 import pytest
 from PIL import Image
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.engines import ChatRequest, SamplingParams, build_engine, parse_json, user_message
+from zwz_ray.engines import ChatRequest, Grammar, SamplingParams, build_engine, parse_json, user_message
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -60,4 +62,19 @@ def test_text_model_schema_and_overlong_prompt():
     results = engine.chat([ok, long, ok])
     _check([results[0], results[2]], n=2)
     assert results[1].error.startswith("prompt_too_long")
+    # grammars (regex, EBNF) and the extra sampling fields, in the same engine
+    sampling = SamplingParams(n=3, temperature=1.0, max_tokens=64, seed=2, top_k=20, presence_penalty=1.5, repetition_penalty=1.1)
+    prompt = [user_message("Is the cup red?")]
+    regex, ebnf, greedy, top1 = engine.chat([
+        ChatRequest(prompt, sampling, grammar=Grammar.regex("(yes|no)")),
+        ChatRequest(prompt, sampling, grammar=Grammar.ebnf('root ::= [a-z ]{0,16} "\\\\boxed{" [a-z]{1,8} "}"')),
+        ChatRequest(prompt, SamplingParams(temperature=0.0, max_tokens=16)),
+        ChatRequest(prompt, SamplingParams(n=2, temperature=1.0, top_k=1, max_tokens=16, seed=4)),
+    ])
+    assert regex.ok and len(regex.texts) == 3 and set(regex.texts) <= {"yes", "no"}, regex.error or regex.texts
+    assert ebnf.ok and all(re.fullmatch(r"[a-z ]{0,16}\\boxed\{[a-z]{1,8}\}", t) for t in ebnf.texts), ebnf.error or ebnf.texts
+    assert greedy.ok and top1.ok and top1.texts == greedy.texts * 2
+    params = engine.sampling_params(ChatRequest(prompt, sampling, grammar=Grammar.regex("(yes|no)")))
+    assert (params.top_k, params.presence_penalty, params.repetition_penalty) == (20, 1.5, 1.1)
+    assert params.structured_outputs.regex == "(yes|no)"
     engine.close()

@@ -45,6 +45,19 @@ def test_zoombench_layout(tmp_path):
     assert views["bbox"][1] is None  # the box belongs to the full image only
 
 
+def test_zoombench_format_reads_the_hub_column_names(tmp_path):
+    # the hub copy names question / answer prompt / answer instead of query / response
+    table = pa.table({"id": [1, 2], "prompt": ["What colour?\n(A) red\n(B) blue", "How many?"], "answer": ["A", "3"],
+                      "image": [_png(), _png()], "crop_image": [_png((10, 10)), _png((10, 10))]})
+    pq.write_table(table, tmp_path / "zb.parquet")
+    for fmt in ("zoombench", "auto"):
+        bench = open_benchmark(BenchmarkConfig(path=str(tmp_path / "zb.parquet"), format=fmt))
+        assert (bench.columns["question"], bench.columns["answer"]) == ("prompt", "answer")
+        items = _items(str(tmp_path / "zb.parquet"), format=fmt)
+        assert items["question"].tolist()[1] == "How many?" and items["answer"].tolist() == ["A", "3"]
+        assert items["crop"][0] is not None and items["is_mcq"].tolist() == [True, False]
+
+
 def test_generic_jsonl_with_relative_paths_and_options(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(_png())
@@ -97,6 +110,36 @@ def test_zoombench_missing_response_names_the_column(tmp_path):
     with pytest.raises(BenchmarkError, match=r"zb\.parquet.*'response'") as err:
         open_benchmark(BenchmarkConfig(path=str(tmp_path / "zb.parquet"), format="zoombench"))
     assert "benchmark.columns.answer" in str(err.value)
+
+
+def test_remote_and_file_uri_benchmarks_resolve_relative_images_against_their_folder(tmp_path):
+    import uuid
+
+    import fsspec
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(_png((12, 10)))
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "q", "answer": "a", "image": "img/a.png"}))
+    memory, inner = fsspec.filesystem("memory"), f"/zwz-bench-{uuid.uuid4().hex}"
+    memory.put(f"{tmp_path}/", inner, recursive=True)
+    try:
+        for where in (f"memory://{inner}", f"file://{tmp_path}"):  # listed files keep the form of the path
+            bench = open_benchmark(BenchmarkConfig(path=f"{where}/q.jsonl"))
+            assert bench.files == [f"{where}/q.jsonl"] and bench.base_dir == where
+            (item,) = _items(f"{where}/q.jsonl").to_dict("records")
+            assert item["image_error"] is None and list(item["image_size"]) == [12, 10]
+    finally:
+        memory.rm(inner, recursive=True)
+
+
+def test_zoombench_writer_writes_remote_files(tmp_path):
+    import uuid
+
+    root = f"memory:///zwz-bench-{uuid.uuid4().hex}"
+    path = write_zoombench(f"{root}/zb.parquet", [{"id": 3, "question": "q", "answer": "a", "image": _png(), "bbox": [1, 2, 3, 4]}])
+    assert path == f"{root}/zb.parquet"
+    (item,) = _items(path).to_dict("records")
+    assert item["id"] == "3" and list(item["bbox"]) == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_wrong_column_type_is_named(tmp_path):

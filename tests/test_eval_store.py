@@ -45,3 +45,15 @@ def test_changed_settings_are_not_done(tmp_path):
     store.save("m", _rows([1], fp=fp))
     assert store.done_keys("m", fp) == {"1\x1fglobal"}
     assert store.done_keys("m", "other") == set()
+
+
+def test_remote_output_dir_keeps_its_scheme():
+    import uuid
+
+    root = f"memory://zwz-store-{uuid.uuid4().hex}/eval"
+    store = PredictionStore(root)
+    store.append_part("m", _rows([1]))
+    path = store.save("m", store.load("m"))
+    assert path == f"{root}/predictions/m.parquet" and store.path("m") == path
+    assert PredictionStore(root).load("m")["id"].tolist() == ["1"]
+    assert not store.fs.exists(f"{root}/predictions/.parts/m")

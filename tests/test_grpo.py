@@ -232,7 +232,8 @@ def process_group(tmp_path_factory):
 
 
 def test_online_filtering_drops_all_equal_groups_and_refills(process_group):
-    from zwz_ray.train.data import ListRows
+    from train_rows import ListRows
+
     from zwz_ray.train.grpo import GRPORecipe
     from zwz_ray.train.loop import WorkerContext
 

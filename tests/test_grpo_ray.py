@@ -123,7 +123,8 @@ def uninterrupted(tmp_path_factory, ray_session):
 
 
 def test_two_workers_by_four_prompts_equal_one_worker_by_eight(uninterrupted, process_group):
-    from zwz_ray.train.data import ListRows
+    from train_rows import ListRows
+
     from zwz_ray.train.grpo import GRPORecipe
     from zwz_ray.train.loop import WorkerContext
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 
@@ -42,6 +44,55 @@ def _chat(processor, text: str = "What colour is the cup?") -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+# ------------------------------------------------------------------------------------ package layout
+
+# zwz_ray/models/ in import order: each module may import only modules listed before it.
+MODULE_ORDER = ["processors", "tiny_tokenizers", "tiny", "references", "loaders", "__init__"]
+
+
+def _package_imports(name: str) -> set[str]:
+    """zwz_ray.models submodules that ``name`` imports anywhere (top level or inside functions)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(models.__file__).parent / f"{name}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        found |= {m.split(".")[2] for m in modules if m.startswith("zwz_ray.models.") and m.count(".") == 2}
+    return found
+
+
+def test_package_imports_form_the_documented_dag():
+    from pathlib import Path
+
+    on_disk = {p.stem for p in Path(models.__file__).parent.glob("*.py")}
+    assert on_disk == set(MODULE_ORDER)
+    for index, name in enumerate(MODULE_ORDER):
+        later = _package_imports(name) - set(MODULE_ORDER[:index])
+        assert not later, f"zwz_ray.models.{name} imports {sorted(later)}, which come after it in {MODULE_ORDER}"
+
+
+def test_importing_models_loads_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = "import sys, zwz_ray.models; print(sorted(m for m in ('torch', 'transformers', 'fsspec') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_tiny_family_has_a_builder():
+    from zwz_ray.models import tiny
+
+    assert set(tiny.BUILDERS) == set(models.TINY_FAMILIES) == {"qwen2_5_vl", "qwen3_vl", "text", "idefics3", "sam3"}
+
+
 # ------------------------------------------------------------------------------------ references
 
 
@@ -60,9 +111,15 @@ def test_tiny_references_parse():
         models.parse_tiny("tiny:text@x")
 
 
-def test_hub_ids_pass_through_and_local_dirs_stay(tmp_path):
+def test_hub_ids_pass_through_and_local_dirs_stay(tmp_path, monkeypatch):
     assert models.resolve_model("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert models.resolve_model(str(tmp_path)) == str(tmp_path)
+    assert models.resolve_model(f"file://{tmp_path}") == str(tmp_path)  # file:// is local (zwz_ray.uris)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ckpt").mkdir()
+    assert models.resolve_model("~/ckpt") == str(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="ZWZ_CACHE_DIR"):
+        models.resolve_model("tiny:text", cache_dir="s3://bucket/cache")
 
 
 def test_unreachable_hub_id_has_a_clear_message(monkeypatch):
@@ -117,6 +174,63 @@ def test_concurrent_builds_share_one_directory(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ tiny builds
+
+# sha256 (first 16 hex digits) over every saved file of a tiny build: weights, tokenizer, configs,
+# chat template. The laptop configs' relaxed thresholds are tuned to exactly these models, so a builder
+# change that alters one byte must bump BUILDER_VERSION, retune configs/*/laptop.yaml and re-record
+# these values with:
+#   python -c "from tests.test_models import record_tiny_digests; record_tiny_digests()"
+TINY_DIGESTS = {
+    "tiny:qwen2_5_vl@0": "17942faaad1025ed",
+    "tiny:qwen3_vl@0": "f28611e52002903b",
+    "tiny:text@0": "2e8baebd5d251e6b",
+    "tiny:idefics3@0": "1a79ef109999ce8a",
+    "tiny:sam3@0": "751f2a6456f1a34a",
+    "tiny:sam3@5": "5c6cae3003004a1f",
+}
+
+
+def _build_digest(path: str) -> tuple[str, dict[str, str]]:
+    """One digest of a saved build plus one per file; JSON files drop the transformers version that wrote them."""
+    files = {}
+    for name in sorted(os.listdir(path)):
+        with open(os.path.join(path, name), "rb") as handle:
+            data = handle.read()
+        if name.endswith(".json"):
+            content = json.loads(data)
+            if isinstance(content, dict):
+                content.pop("transformers_version", None)
+            data = json.dumps(content, sort_keys=True).encode()
+        files[name] = hashlib.sha256(data).hexdigest()
+    total = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    return total, files
+
+
+def record_tiny_digests(cache_dir: str | None = None) -> None:
+    """Print TINY_DIGESTS as built by the current builders (into a fresh temporary cache by default)."""
+    import tempfile
+
+    cache_dir = cache_dir or tempfile.mkdtemp(prefix="zwz_tiny_digests_")
+    for ref in TINY_DIGESTS:
+        print(f'    "{ref}": "{_build_digest(models.resolve_model(ref, cache_dir=cache_dir))[0]}",')
+
+
+@pytest.mark.parametrize("ref", sorted(TINY_DIGESTS))
+def test_tiny_builds_are_bit_identical_to_the_recorded_ones(ref, cache):
+    total, files = _build_digest(models.resolve_model(ref, cache_dir=cache))
+    assert total == TINY_DIGESTS[ref], f"{ref} changed; per-file sha256: {files}"
+
+
+def test_build_inside_a_process_group_runs_in_a_subprocess_with_the_same_bytes(tmp_path):
+    """A Train worker that is not rank 0 must still write the weights (save_pretrained skips them there)."""
+    from pathlib import Path
+
+    from zwz_ray.models import tiny
+
+    out = tmp_path / "text"
+    out.mkdir()
+    tiny.build_in_subprocess("text", Path(out), 0)
+    assert _build_digest(str(out))[0] == TINY_DIGESTS["tiny:text@0"]
 
 
 @pytest.mark.parametrize("family", QWEN_FAMILIES)

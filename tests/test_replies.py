@@ -300,11 +300,12 @@ def test_degenerate_replies_neither_raise_nor_hang(name):
 
 def test_evaluation_uses_the_same_extraction_and_normalisation():
     """Synthesis consensus and the evaluation judge must agree on what an answer is and when two match."""
-    from zwz_ray import eval as evaluation
+    from zwz_ray.eval import stages as evaluation
+    from zwz_ray.replies import judge_answer
     from zwz_ray.synth.stages import s08_consensus
 
-    assert evaluation.normalize_answer is normalize_answer is s08_consensus.normalize_answer
-    assert evaluation.extract_answer is extract_answer
+    assert s08_consensus.normalize_answer is normalize_answer
+    assert evaluation.judge_answer is judge_answer
     for text in ["<answer> five </answer>", "So \\boxed{7}.", "Final answer: **grey**", "", None, "<answer></answer>"]:
         assert extract_answer(text) == (locate_answer(text)[0] or None)
 

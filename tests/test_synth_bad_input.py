@@ -107,7 +107,8 @@ def test_missing_paths_fail_at_start_up(tmp_path):
 
 
 def test_cli_reports_input_errors(tmp_path, capsys):
-    assert main(["--set", f"input.paths=[{tmp_path / 'nowhere'}]", "--set", f"output.dir={tmp_path / 'out'}"]) == 2
+    sets = [f"input.paths=[{tmp_path / 'nowhere'}]", "input.generate_demo=false", f"output.dir={tmp_path / 'out'}"]
+    assert main([a for s in sets for a in ("--set", s)]) == 2
     assert "image path not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--set", "consensus.threshold=2"])

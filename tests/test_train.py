@@ -5,16 +5,21 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 from PIL import Image, ImageDraw
+from train_rows import ListRows
 
 from zwz_ray.config import from_dict
 from zwz_ray.train.config import DistillConfig
-from zwz_ray.train.data import ListRows, StepBatches
+from zwz_ray.train.data import StepBatches
 from zwz_ray.train.examples import IGNORE_INDEX, Dropped
 from zwz_ray.train.optim import lr_factor
 
@@ -213,10 +218,54 @@ def losses(result) -> list[float]:
     return [r["loss"] for r in result.history]
 
 
+def train_worker_pids() -> list[int]:
+    """Pids of the live Ray Train workers of this test session's Ray instance (its GCS actor table; other
+    Ray instances on the machine are never looked at)."""
+    from ray._private.state import actors
+
+    return [a["Pid"] for a in actors().values() if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE" and a["Pid"]]
+
+
+class KillAfterFirstCheckpoint(threading.Thread):
+    """SIGKILLs one Train worker process as soon as the run's first checkpoint is committed: its directory
+    exists and Ray Train's checkpoint manager has recorded it (a directory still being uploaded would not be
+    restored from). A dead process is the real fault; nothing in the product knows it is being tested."""
+
+    def __init__(self, run_dir: Path, timeout_s: float = 600):
+        super().__init__(daemon=True)
+        self.run_dir, self.timeout_s = run_dir, timeout_s
+        self.killed: int | None = None
+        self.checkpoint: str | None = None
+
+    def committed(self) -> str | None:
+        snapshot = self.run_dir / "checkpoint_manager_snapshot.json"
+        dirs = sorted(p.name for p in self.run_dir.glob("checkpoint_0*") if p.is_dir()) if self.run_dir.is_dir() else []
+        text = snapshot.read_text() if dirs and snapshot.exists() else ""
+        return next((d for d in dirs if d in text), None)
+
+    def run(self) -> None:
+        deadline = time.time() + self.timeout_s
+        while time.time() < deadline and self.checkpoint is None:
+            self.checkpoint = self.committed()
+            time.sleep(0.02)
+        pids = train_worker_pids() if self.checkpoint else []
+        if pids:
+            self.killed = pids[-1]
+            os.kill(self.killed, signal.SIGKILL)
+
+    def __enter__(self) -> KillAfterFirstCheckpoint:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.join(timeout=5)
+        assert self.killed is not None, f"no worker was killed (first checkpoint: {self.checkpoint})"
+
+
 def test_two_fsdp_workers_match_one_worker(tmp_path, process_group, ray_session):
     """Same global batch (8 rows = the whole data set, so row order cannot matter): one worker with micro
-    batch 4 x accum 2 (the same loop in this process) vs two FSDP2 workers on Ray with 2 x accum 2. The
-    two-worker run also crashes after step 3 and resumes from its sharded checkpoint at step 2."""
+    batch 4 x accum 2 (the same loop in this process) vs two FSDP2 workers on Ray with 2 x accum 2. One of
+    the two workers is killed once the checkpoint of step 2 is committed; the run resumes from it."""
     import ray
 
     from zwz_ray.train import run_distill
@@ -224,9 +273,10 @@ def test_two_fsdp_workers_match_one_worker(tmp_path, process_group, ray_session)
     rows = good_rows(8)
     common = {"epochs": 4, "grad_accum_steps": 2}
     one, _, _ = run_in_process(config(tmp_path, "one", trainer={**common, "micro_batch_size": 4}), rows)
-    two = run_distill(config(tmp_path, "two", trainer={**common, "num_workers": 2, "fault_injection_step": 3},
-                             checkpoint={"every_steps": 2, "max_failures": 1}, output={"export": False}),
-                      dataset=ray.data.from_items(rows))
+    with KillAfterFirstCheckpoint(tmp_path / "runs" / "two"):
+        two = run_distill(config(tmp_path, "two", trainer={**common, "num_workers": 2},
+                                 checkpoint={"every_steps": 2, "max_failures": 1}, output={"export": False}),
+                          dataset=ray.data.from_items(rows))
     ref = one.metrics.history
     assert len(ref) == len(two.history) == 4 and ref[-1]["loss"] < ref[0]["loss"]
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(ref, two.history)) < LOSS_TOL
@@ -305,10 +355,10 @@ def test_crash_is_retried_from_the_last_checkpoint(reference):
 
     tmp_path = reference[0]
     name = "crash"
-    assert main(["--config", LAPTOP, *overrides(tmp_path, name, "trainer.fault_injection_step=5",
-                                                                       "checkpoint.max_failures=1")]) == 0
+    with KillAfterFirstCheckpoint(tmp_path / "runs" / name):
+        assert main(["--config", LAPTOP, *overrides(tmp_path, name, "checkpoint.max_failures=1")]) == 0
     summary = json.loads((tmp_path / name / "distill_summary.json").read_text())
-    assert summary["resumed_from_step"] == 3  # checkpoint at 3, crash after 5, retried from 3
+    assert summary["resumed_from_step"] == 3  # checkpoint at 3, worker killed, retried from 3
     assert_same_run(summary, tmp_path / name, reference)
 
 
@@ -317,12 +367,13 @@ def test_rerun_with_the_same_name_resumes_a_failed_job(reference):
 
     tmp_path = reference[0]
     name = "rerun"
-    with pytest.raises(Exception, match="fault injection"):
-        main(["--config", LAPTOP, *overrides(tmp_path, name, "trainer.fault_injection_step=7")])
-    assert (tmp_path / "runs" / name / "checkpoint_000006").is_dir()
+    with KillAfterFirstCheckpoint(tmp_path / "runs" / name), pytest.raises(Exception, match="(?i)worker|actor|died"):
+        main(["--config", LAPTOP, *overrides(tmp_path, name)])  # max_failures 0: the job fails
+    assert (tmp_path / "runs" / name / "checkpoint_000003").is_dir()
+    assert not (tmp_path / name / "distill_summary.json").exists()
     assert main(["--config", LAPTOP, *overrides(tmp_path, name)]) == 0
     summary = json.loads((tmp_path / name / "distill_summary.json").read_text())
-    assert summary["resumed_from_step"] == 6
+    assert summary["resumed_from_step"] == 3
     assert_same_run(summary, tmp_path / name, reference)
 
 

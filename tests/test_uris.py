@@ -47,3 +47,5 @@ def test_atomic_write_local_and_memory(tmp_path):
     assert shown.startswith("memory://") and uris.filesystem(shown)[1] == inner
     lfs, linner = uris.filesystem(str(target))
     assert uris.display(lfs, linner) == str(target)
+    assert uris.display(lfs, linner, like=f"file://{tmp_path}") == f"file://{target}"
+    assert uris.display(fs, inner, like="file:///elsewhere") == shown  # a remote path keeps its own scheme

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import ray
-from fsspec.core import url_to_fs
 
-from zwz_ray.config import ConfigError, EngineConfig, RayConfig, to_dict, uri
+from zwz_ray import uris
+from zwz_ray.config import ConfigError, EngineConfig, RayConfig, section, setting, to_dict, uri
 from zwz_ray.eval.config import EvalConfig
 from zwz_ray.logs import get_logger
 from zwz_ray.runtime import init_ray
@@ -31,8 +31,10 @@ DISTILLED_LABEL = "distilled"
 
 @dataclass
 class ChainOutputConfig:
-    dir: str = uri("outputs/r2i")  # local path or fsspec URI; each job writes a sub-folder
-    persist_rows: bool = True  # also write the synthesis rows (resumable); false: stream them only
+    """Where the chain writes."""
+
+    dir: str = uri("outputs/r2i", doc="local path or fsspec URI; each job writes a sub-folder (synth/, distill/, eval/)")
+    persist_rows: bool = setting(True, doc="also write the synthesis rows (resumable); false: stream them into the trainer only")
 
 
 @dataclass
@@ -44,12 +46,12 @@ class R2IConfig:
     what those sections say for them is replaced.
     """
 
-    output: ChainOutputConfig = field(default_factory=ChainOutputConfig)
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    evaluate: EvalConfig = field(default_factory=EvalConfig)
-    evaluate_base: bool = True  # also evaluate the student before distillation
-    ray: RayConfig = field(default_factory=RayConfig)
+    output: ChainOutputConfig = section(ChainOutputConfig, doc="where the chain writes")
+    synth: SynthConfig = section(SynthConfig, doc="the synthesis job (its output.dir is set by the chain)")
+    distill: DistillConfig = section(DistillConfig, doc="the distillation job (its data and output folders are set by the chain)")
+    evaluate: EvalConfig = section(EvalConfig, doc="the evaluation job; models[0] is the engine template for both students")
+    evaluate_base: bool = setting(True, doc="also evaluate the student before distillation")
+    ray: RayConfig = section(RayConfig, doc="the Ray runtime of every job")
 
     def validate(self, where: str) -> None:
         if not self.evaluate.models:
@@ -63,19 +65,15 @@ class R2IResult:
     summary: dict
 
 
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
 def job_configs(cfg: R2IConfig) -> tuple[SynthConfig, DistillConfig]:
     """The synthesis and distillation configs as the chain runs them."""
     out = cfg.output.dir
-    synth = replace(cfg.synth, output=replace(cfg.synth.output, dir=_join(out, "synth")), ray=cfg.ray)
+    synth = replace(cfg.synth, output=replace(cfg.synth.output, dir=uris.join(out, "synth")), ray=cfg.ray)
     distill = replace(
         cfg.distill,
-        data=replace(cfg.distill.data, path=_join(out, "synth", "kept")),
-        output=replace(cfg.distill.output, dir=_join(out, "distill")),
-        checkpoint=replace(cfg.distill.checkpoint, storage_path=_join(out, "distill", "runs")),
+        data=replace(cfg.distill.data, path=uris.join(out, "synth", "kept")),
+        output=replace(cfg.distill.output, dir=uris.join(out, "distill")),
+        checkpoint=replace(cfg.distill.checkpoint, storage_path=uris.join(out, "distill", "runs")),
         ray=cfg.ray,
     )
     return synth, distill
@@ -87,7 +85,7 @@ def eval_config(cfg: R2IConfig, export_dir: str) -> EvalConfig:
     models = [replace(template, model=export_dir, name=DISTILLED_LABEL)]
     if cfg.evaluate_base:
         models.insert(0, replace(template, model=cfg.distill.student, name=BASE_LABEL))
-    output = replace(cfg.evaluate.output, dir=_join(cfg.output.dir, "eval"))
+    output = replace(cfg.evaluate.output, dir=uris.join(cfg.output.dir, "eval"))
     return replace(cfg.evaluate, models=models, output=output, ray=cfg.ray)
 
 
@@ -99,8 +97,8 @@ def synthesize(cfg: R2IConfig, synth_cfg: SynthConfig) -> tuple[ray.data.Dataset
         result = run_synthesis(synth_cfg)
         log.info("synthesis: %s", result.summary().splitlines()[0])
         if result.kept_rows == 0:
-            raise RuntimeError(f"synthesis kept no rows; see {_join(result.output_dir, 'stats.json')} for the drop reasons")
-        return ray.data.read_parquet(_join(result.output_dir, "kept")), result.stats
+            raise RuntimeError(f"synthesis kept no rows; see {uris.join(result.output_dir, 'stats.json')} for the drop reasons")
+        return ray.data.read_parquet(uris.join(result.output_dir, "kept")), result.stats
     from zwz_ray.synth import build_synthesis
 
     ds = build_synthesis(synth_cfg).dataset()
@@ -140,9 +138,6 @@ def run_r2i(cfg: R2IConfig) -> R2IResult:
         "timings": timings,
         "ray": {"nodes": sum(1 for n in ray.nodes() if n.get("Alive")), "resources": dict(ray.cluster_resources())},
     }
-    fs, root = url_to_fs(cfg.output.dir)
-    fs.makedirs(root, exist_ok=True)
-    with fs.open(_join(root, "r2i_summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2, default=str)
+    uris.atomic_write(uris.join(cfg.output.dir, "r2i_summary.json"), json.dumps(summary, indent=2, default=str))
     report = write_report(cfg.output.dir, summary, eval_report=evaluated.report_path)
     return R2IResult(output_dir=cfg.output.dir, report_path=report, summary=summary)

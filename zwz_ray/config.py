@@ -1,26 +1,25 @@
 """Typed configuration for every zwz-ray job.
 
-A job config is a tree of dataclasses. It is read from YAML (``--config FILE``) and then
-patched by dotted overrides (``--set stages.consensus.threshold=0.5``). Unknown keys fail
-with the key, the file and the closest valid key; values are type-checked and validated.
-
-Job-specific sections live next to the code that uses them (``zwz_ray.synth.config``,
-``zwz_ray.train.config``, ``zwz_ray.eval.config``); this module holds the machinery and
-the sections every job shares (engines, Ray, resources).
+A job config is a tree of dataclasses, read from YAML (``--config FILE``) and patched by dotted overrides
+(``--set consensus.threshold=0.5``). Unknown keys fail with the key, the file and the closest valid key;
+values are type-checked and validated. Job-specific sections live next to the code that uses them
+(``zwz_ray.{synth,train,eval}.config``); this module holds the machinery and the shared sections.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
+
+from zwz_ray import uris
 
 KNOWN_SCHEMES = ("file", "local", "s3", "gs", "gcs", "az", "abfs", "abfss", "hf", "memory", "http", "https")
 
@@ -30,6 +29,13 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- helpers for fields
+# Every field carries its one-line meaning in ``doc`` (printed by ``--explain``). Path
+# fields are marked ``uri`` and model fields ``model``: :func:`resolve_paths` resolves by these marks only.
+
+
+def setting(default: Any, *, doc: str = "") -> Any:
+    """A plain field with a default."""
+    return field(default=default, metadata={"doc": doc})
 
 
 def bounded(default: Any, lo: float | None = None, hi: float | None = None, *, doc: str = "") -> Any:
@@ -37,23 +43,37 @@ def bounded(default: Any, lo: float | None = None, hi: float | None = None, *, d
     return field(default=default, metadata={"range": (lo, hi), "doc": doc})
 
 
-def listed(*items: Any) -> Any:
+def listed(*items: Any, doc: str = "") -> Any:
     """A list field with a default."""
-    return field(default_factory=lambda: list(items))
+    return field(default_factory=lambda: list(items), metadata={"doc": doc})
+
+
+def section(factory: Callable[[], Any], *, doc: str = "") -> Any:
+    """A field built by ``factory``: a nested section, a list of sections, a mapping."""
+    return field(default_factory=factory, metadata={"doc": doc})
 
 
 def uri(default: str | None, *, doc: str = "") -> Any:
-    """A local path or fsspec URI; the scheme is checked."""
+    """A local path or fsspec URI; the scheme is checked and a local path is made absolute at start-up."""
     return field(default=default, metadata={"uri": True, "doc": doc})
+
+
+def uri_list(*items: str, doc: str = "") -> Any:
+    """A list of local paths or fsspec URIs (checked and resolved like :func:`uri`)."""
+    return field(default_factory=lambda: list(items), metadata={"uri": True, "doc": doc})
+
+
+def model_ref(default: str | None, *, doc: str = "") -> Any:
+    """A model reference (HF id, ``tiny:<family>``, local directory or URI); local directories are made absolute."""
+    return field(default=default, metadata={"model": True, "doc": doc})
 
 
 def check_uri(value: str, where: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: expected a path or URI, got {value!r}")
-    if "://" in value:
-        scheme = value.split("://", 1)[0].lower()
-        if scheme not in KNOWN_SCHEMES:
-            raise ConfigError(f"{where}: unknown URI scheme {scheme!r} in {value!r} (known: {', '.join(KNOWN_SCHEMES)})")
+    name = uris.scheme(value)
+    if name is not None and name not in KNOWN_SCHEMES:
+        raise ConfigError(f"{where}: unknown URI scheme {name!r} in {value!r} (known: {', '.join(KNOWN_SCHEMES)})")
 
 
 # --------------------------------------------------------------------------- shared sections
@@ -63,12 +83,11 @@ def check_uri(value: str, where: str) -> None:
 class ResourcesConfig:
     """How a Ray Data stage is scheduled; lets the autoscaler size the cluster."""
 
-    num_cpus: float = bounded(1.0, 0.0)
-    num_gpus: float = bounded(0.0, 0.0)
-    batch_size: int = bounded(8, 1)
-    # Actor pool size for stateful (model) stages: min..max replicas. Ignored by stateless stages.
-    min_replicas: int = bounded(1, 1)
-    max_replicas: int = bounded(1, 1)
+    num_cpus: float = bounded(1.0, 0.0, doc="CPUs per task or actor replica")
+    num_gpus: float = bounded(0.0, 0.0, doc="GPUs per actor replica (fractions share a GPU)")
+    batch_size: int = bounded(8, 1, doc="rows per map_batches call")
+    min_replicas: int = bounded(1, 1, doc="model stages: the actor pool's smallest size (stateless stages ignore it)")
+    max_replicas: int = bounded(1, 1, doc="model stages: the actor pool's largest size; the autoscaler grows up to it")
 
     def validate(self, where: str) -> None:
         if self.max_replicas < self.min_replicas:
@@ -79,32 +98,28 @@ class ResourcesConfig:
 class EngineConfig:
     """One model behind the engine interface (``zwz_ray.engines``)."""
 
-    backend: Literal["hf", "vllm", "openai"] = "hf"
-    model: str = "tiny:qwen2_5_vl"
-    name: str = ""  # label used in stats and provenance; defaults to the model reference
-    # hf backend
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    min_pixels: int | None = None
-    max_pixels: int | None = None
-    max_batch_requests: int = bounded(8, 1)  # requests per generate() call
-    # vllm backend
-    tensor_parallel_size: int = bounded(1, 1)
-    gpu_memory_utilization: float = bounded(0.85, 0.05, 1.0)
-    max_model_len: int = bounded(8192, 128)
-    kv_cache_memory_bytes: int | None = None
-    enforce_eager: bool = False
-    # openai backend
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable; the key is never stored
-    served_model: str | None = None  # model name sent to the endpoint; defaults to `model`
-    max_concurrency: int = bounded(16, 1)
-    timeout_s: float = bounded(120.0, 1.0)
-    max_retries: int = bounded(5, 0)
-    # structured output: "auto" uses it when the backend can; "off" asks for free text
-    structured_output: Literal["auto", "off"] = "auto"
-    seed: int = 0
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    backend: Literal["hf", "vllm", "openai"] = setting("hf", doc="hf (transformers), vllm or openai (an OpenAI-compatible endpoint)")
+    model: str = model_ref("tiny:qwen2_5_vl", doc="model reference: HF id, local directory, URI or tiny:<family>[@seed]")
+    name: str = setting("", doc="label used in stats, provenance and reports; empty: the model reference")
+    device: str = setting("auto", doc="hf backend: auto | cpu | cuda | cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = setting("auto", doc="weights; auto: bfloat16 on a bf16 GPU, else float32")
+    min_pixels: int | None = setting(None, doc="image processor's pixel floor; null: the processor's default")
+    max_pixels: int | None = setting(None, doc="image processor's pixel ceiling; null: the processor's default")
+    max_batch_requests: int = bounded(8, 1, doc="hf backend: requests per generate() call")
+    tensor_parallel_size: int = bounded(1, 1, doc="vllm backend: GPUs one replica shards the model over")
+    gpu_memory_utilization: float = bounded(0.85, 0.05, 1.0, doc="vllm backend: fraction of GPU memory vLLM may take")
+    max_model_len: int = bounded(8192, 128, doc="vllm backend: context length (prompt + generation) in tokens")
+    kv_cache_memory_bytes: int | None = setting(None, doc="vllm backend: KV cache size in bytes (CPU build); null: vLLM decides")
+    enforce_eager: bool = setting(False, doc="vllm backend: no CUDA graphs (faster start, slower decoding)")
+    base_url: str | None = setting(None, doc="openai backend: the endpoint, e.g. http://host:8000/v1 (required)")
+    api_key_env: str = setting("OPENAI_API_KEY", doc="openai backend: name of the environment variable holding the key (never stored)")
+    served_model: str | None = setting(None, doc="openai backend: model name sent to the endpoint; null: `model`")
+    max_concurrency: int = bounded(16, 1, doc="openai backend: requests in flight per replica")
+    timeout_s: float = bounded(120.0, 1.0, doc="openai backend: per-request timeout in seconds")
+    max_retries: int = bounded(5, 0, doc="openai backend: retries of a failed request (with backoff)")
+    structured_output: Literal["auto", "off"] = setting("auto", doc="auto: grammar-constrained JSON where the backend can; off: free text")
+    seed: int = setting(0, doc="sampling seed")
+    resources: ResourcesConfig = section(ResourcesConfig, doc="scheduling of this model's actor pool")
 
     @property
     def label(self) -> str:
@@ -119,12 +134,12 @@ class EngineConfig:
 
 @dataclass
 class RayConfig:
-    """Where the Ray runtime is. None means: RAY_ADDRESS if set, else a local instance."""
+    """Where the Ray runtime is."""
 
-    address: str | None = None
-    num_cpus: int | None = None  # only for a local instance
-    log_to_driver: bool = True
-    progress_bars: bool = True
+    address: str | None = setting(None, doc="Ray cluster address; null: RAY_ADDRESS if set, else a local instance")
+    num_cpus: int | None = setting(None, doc="CPUs of a local instance (ignored when joining a cluster); null: all")
+    log_to_driver: bool = setting(True, doc="show worker logs in the driver's output")
+    progress_bars: bool = setting(True, doc="Ray Data progress bars (on a terminal)")
 
 
 # --------------------------------------------------------------------------- loading
@@ -210,7 +225,8 @@ def _check_field(f: dataclasses.Field, value: Any, where: str, source: str) -> N
         if hi is not None and value > hi:
             raise ConfigError(f"{where} in {source}: {value} is above the maximum {hi}")
     if f.metadata.get("uri") and value is not None:
-        check_uri(value, f"{where} in {source}")
+        for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            check_uri(item, f"{where}{'' if i is None else f'[{i}]'} in {source}")
 
 
 def from_dict(cls: type, data: Any, *, source: str = "<defaults>", prefix: str = "") -> Any:
@@ -352,51 +368,29 @@ def load_config(cls: type, path: str | None = None, overrides: typing.Sequence[s
     return from_dict(cls, data, source=source)
 
 
-PATH_FIELDS = frozenset({"dir", "path", "paths", "storage_path", "seed_file"})
+def resolve_model_dir(ref: str | None) -> str | None:
+    """A model reference that names a local directory, made absolute; ``tiny:`` refs, HF ids and URIs unchanged."""
+    if not ref or uris.is_remote(ref):
+        return ref
+    if ref.startswith(("./", "../", "~", "/", uris.FILE_SCHEME)) or os.path.isdir(os.path.expanduser(ref)):
+        return uris.absolute(ref)
+    return ref
 
 
-def _absolute(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_absolute(v) for v in value]
-    if isinstance(value, str) and value and "://" not in value and not value.startswith("~"):
-        return os.path.abspath(value)
-    return value
-
-
-def absolutize_paths(cfg: Any) -> Any:
-    """Resolve every relative local path in a config tree against the current directory, once, at
-    start-up. A `ray job submit` driver runs in an unpacked working_dir that Ray may replace while
-    the job runs, so nothing may depend on the current directory later."""
-    if dataclasses.is_dataclass(cfg):
-        for f in dataclasses.fields(cfg):
-            value = getattr(cfg, f.name)
-            if f.name in PATH_FIELDS or f.metadata.get("uri"):
-                setattr(cfg, f.name, _absolute(value))
-            else:
-                absolutize_paths(value)
-    elif isinstance(cfg, list):
-        for item in cfg:
-            absolutize_paths(item)
-    return cfg
-
-
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML config file")
-    parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable), e.g. --set output.dir=/tmp/out")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-
-
-def config_from_cli(cls: type, argv: typing.Sequence[str] | None = None, *, description: str = "", default_config: str | None = None) -> Any:
-    """Parse ``--config/--set`` for an entry point; exits with a short message on a config error."""
-    parser = argparse.ArgumentParser(description=description)
-    add_config_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(cls, args.config or default_config, args.set)
-    except ConfigError as exc:
-        parser.exit(2, f"config error: {exc}\n")
-    absolutize_paths(cfg)
-    if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        parser.exit(0)
-    return cfg
+def resolve_paths(cfg: Any) -> Any:
+    """A copy of a config tree with every marked local path (``uri``) and local model directory (``model``) made
+    absolute. Done once, at start-up: a `ray job submit` driver runs in a working_dir Ray may replace mid-job."""
+    if isinstance(cfg, list):
+        return [resolve_paths(item) for item in cfg]
+    if not dataclasses.is_dataclass(cfg):
+        return cfg
+    changes = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("uri"):
+            changes[f.name] = [uris.absolute(v) for v in value] if isinstance(value, list) else value and uris.absolute(value)
+        elif f.metadata.get("model"):
+            changes[f.name] = resolve_model_dir(value)
+        else:
+            changes[f.name] = resolve_paths(value)
+    return dataclasses.replace(cfg, **changes)

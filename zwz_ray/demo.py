@@ -4,10 +4,11 @@ Region-to-Image Distillation needs large images (> 1200 px per side) whose small
 one clear fact each. ``generate_scenes`` draws reproducible scenes of that kind: a busy
 textured background and 5-9 small details (coloured shapes, short text on signs, groups of
 dots to count), listed with their boxes and answers in ``scenes.jsonl``.
-``make_benchmark_fixture`` turns scenes into a small parquet file in the ZoomBench layout.
+``benchmark_rows`` turns scenes into benchmark questions, which
+``zwz_ray.eval.writers.make_benchmark_fixture`` writes in the ZoomBench layout.
 
     python -m zwz_ray.demo --out demo_images --n 8
-    python -m zwz_ray.demo --out demo_images --benchmark zoombench_demo.parquet --items 48
+    python -m zwz_ray.eval.writers zoombench_demo.parquet --items 48
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from zwz_ray import uris
 from zwz_ray.images import encode_image, expand_box, micro_crop
 
 DEFAULT_SIZE = (1600, 1280)
@@ -259,13 +261,6 @@ def render_scene(seed: int, index: int, size=DEFAULT_SIZE) -> tuple[Image.Image,
 # ---------------------------------------------------------------------------- files
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _remove_stale(out_dir: str, n: int) -> None:
     for name in os.listdir(out_dir):
         match = _SCENE_RE.match(name)
@@ -283,7 +278,7 @@ def generate_scenes(out_dir: str, n: int = 8, seed: int = 0, size=DEFAULT_SIZE,
     for i in range(n):
         img, details = render_scene(seed, i, size)
         name = f"scene_{i:03d}.png"
-        _write_atomic(os.path.join(out_dir, name), encode_image(img, "PNG"))
+        uris.atomic_write(os.path.join(out_dir, name), encode_image(img, "PNG"))
         paths.append(os.path.join(out_dir, name))
         lines.append({"image": name, "index": i, "seed": seed, "width": img.width,
                       "height": img.height, "details": details})
@@ -291,7 +286,7 @@ def generate_scenes(out_dir: str, n: int = 8, seed: int = 0, size=DEFAULT_SIZE,
             print(f"[{i + 1}/{n}] {paths[-1]} ({len(details)} details)", flush=True)
     _remove_stale(out_dir, n)
     text = "".join(json.dumps(line) + "\n" for line in lines)
-    _write_atomic(os.path.join(out_dir, MANIFEST), text.encode())
+    uris.atomic_write(os.path.join(out_dir, MANIFEST), text)
     return paths
 
 
@@ -337,7 +332,11 @@ def _mcq(rng, question: str, answer: str, kind: str) -> tuple[str, str]:
     return query, letters[options.index(answer)]
 
 
-def _benchmark_rows(n_items: int, seed: int, size) -> list[dict]:
+def benchmark_rows(n_items: int, seed: int = 0, size=DEFAULT_SIZE) -> list[dict]:
+    """``n_items`` benchmark questions about scenes ``render_scene(seed, 0)``, ``(seed, 1)``, ...: rows for
+    ``zwz_ray.eval.writers.write_zoombench`` (JPEG scene, PNG crop of the detail, its box, its kind)."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
     rng = np.random.default_rng([seed, 1_000_003])
     rows, index = [], 0
     while len(rows) < n_items:
@@ -349,43 +348,11 @@ def _benchmark_rows(n_items: int, seed: int, size) -> list[dict]:
                 query, response = d["question"], d["answer"]
             else:
                 query, response = _mcq(rng, d["question"], d["answer"], d["kind"])
-            rows.append({"id": len(rows), "query": query, "response": response, "image": image,
-                         "crop_image": {"bytes": encode_image(crop, "PNG"),
-                                        "path": f"scene_{index:03d}_crop_{j}.png"},
-                         "question_type": KIND_TO_TYPE[d["kind"]], "bbox": list(d["box"])})
+            rows.append({"id": len(rows), "question": query, "answer": response, "image": image,
+                         "crop": {"bytes": encode_image(crop, "PNG"), "path": f"scene_{index:03d}_crop_{j}.png"},
+                         "category": KIND_TO_TYPE[d["kind"]], "bbox": list(d["box"])})
         index += 1
     return rows
-
-
-def _hf_features() -> str:
-    value = lambda dtype: {"dtype": dtype, "_type": "Value"}  # noqa: E731
-    features = {"id": value("int64"), "query": value("string"), "response": value("string"),
-                "image": {"_type": "Image"}, "crop_image": {"_type": "Image"},
-                "question_type": value("string"),
-                "bbox": {"feature": value("int64"), "_type": "Sequence"}}
-    return json.dumps({"info": {"features": features}})
-
-
-def make_benchmark_fixture(out_path: str, n_items: int = 24, seed: int = 0,
-                           size=DEFAULT_SIZE) -> str:
-    """Write a ZoomBench-layout parquet file of ``n_items`` questions about generated scenes."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if n_items < 1:
-        raise ValueError(f"n_items must be >= 1, got {n_items}")
-    image_t = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema([("id", pa.int64()), ("query", pa.string()), ("response", pa.string()),
-                        ("image", image_t), ("crop_image", image_t),
-                        ("question_type", pa.string()), ("bbox", pa.list_(pa.int64()))],
-                       metadata={"huggingface": _hf_features()})
-    table = pa.Table.from_pylist(_benchmark_rows(n_items, seed, size), schema=schema)
-    parent = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{out_path}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, out_path)
-    return out_path
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -398,15 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=DEFAULT_SIZE[0])
     p.add_argument("--height", type=int, default=DEFAULT_SIZE[1])
-    p.add_argument("--benchmark", help="also write a ZoomBench-layout parquet file here")
-    p.add_argument("--items", type=int, default=48, help="questions in the benchmark file")
     args = p.parse_args(argv)
     size = (args.width, args.height)
     paths = generate_scenes(args.out, args.n, args.seed, size, progress=True)
     print(f"wrote {len(paths)} scenes and {os.path.join(args.out, MANIFEST)}")
-    if args.benchmark:
-        make_benchmark_fixture(args.benchmark, args.items, args.seed, size)
-        print(f"wrote {args.items} benchmark items to {args.benchmark}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from fsspec.core import url_to_fs
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+
+from zwz_ray import uris
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tiff", ".tif", ".webp")
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS)
@@ -59,8 +60,7 @@ def _has_image_ext(path: str) -> bool:
 
 
 def _list_one(entry: str) -> list[str]:
-    fs, path = url_to_fs(entry)
-    keep_protocol = "://" in entry
+    fs, path = uris.filesystem(entry)
     if _glob.has_magic(path):
         matches = fs.glob(path)
         if not matches:
@@ -73,7 +73,7 @@ def _list_one(entry: str) -> list[str]:
     for match in matches:
         files.extend(fs.find(match) if fs.isdir(match) else [match])
     images = [f for f in files if _has_image_ext(f)]
-    return [fs.unstrip_protocol(f) if keep_protocol else f for f in images]
+    return [uris.display(fs, f, like=entry) for f in images]
 
 
 def list_images(paths: Iterable[str]) -> list[str]:
@@ -81,7 +81,8 @@ def list_images(paths: Iterable[str]) -> list[str]:
 
     Sorted and de-duplicated. A path that does not exist (or a glob matching nothing)
     raises ``ImageInputError`` naming it; an existing path without images adds nothing.
-    URIs with a protocol come back with it (``memory:///a/b.png``); local paths stay local.
+    Paths come back in the form of the entry they were found under (``zwz_ray.uris.display``): remote
+    URIs with their scheme (``memory:///a/b.png``), local paths absolute.
     """
     if isinstance(paths, str):
         paths = [paths]
@@ -94,7 +95,7 @@ def list_images(paths: Iterable[str]) -> list[str]:
 def read_bytes(uri: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     """Read a whole file (local path or fsspec URI), refusing files over ``max_bytes``."""
     try:
-        fs, path = url_to_fs(uri)
+        fs, path = uris.filesystem(uri)
         size = fs.size(path)
         if size is not None and size > max_bytes:
             raise ImageDecodeError("too_large", f"{uri} is {size} bytes > {max_bytes}")

@@ -13,10 +13,10 @@ from zwz_ray.logs import get_logger
 
 log = get_logger(__name__)
 
-# Environment that every Ray worker of a zwz-ray job gets (vLLM on CPU must not spawn a subprocess engine).
 # Set by Ray in the environment of a `ray job submit` driver.
 JOB_RUNTIME_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
+# Environment that every Ray worker of a zwz-ray job gets (vLLM on CPU must not spawn a subprocess engine).
 WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
 
 

@@ -7,6 +7,8 @@ The rules, in one place:
 - ``~`` is expanded in local paths only; a relative local path is made absolute against the current
   directory (or ``base``) once, at start-up. Remote URIs are never changed.
 - Joining uses ``/`` for remote URIs and ``os.path.join`` for local paths.
+- Paths found under a location (a listing) are shown in that location's form: remote ones with their
+  scheme, local ones bare, or with ``file://`` when the location was written with it.
 - An atomic write replaces a file in one step: write-then-rename locally, a single PUT on object stores
   (which never show a partial object).
 """
@@ -69,10 +71,13 @@ def filesystem(path: str) -> tuple[Any, str]:
     return fsspec.core.url_to_fs(path)
 
 
-def display(fs: Any, path: str) -> str:
-    """A path inside ``fs`` as the user would type it: bare for local files, with its scheme otherwise."""
+def display(fs: Any, path: str, like: str | None = None) -> str:
+    """A path inside ``fs`` as the user would type it: with its scheme for a remote filesystem, bare for
+    local files, or as a ``file://`` URI when ``like`` (the location it was found under) is one."""
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
+    if protocol not in ("file", "local"):
+        return fs.unstrip_protocol(path)
+    return FILE_SCHEME + path if like is not None and like.startswith(FILE_SCHEME) else path
 
 
 def atomic_write(path: str, data: bytes | str) -> None:

@@ -10,9 +10,10 @@ configuration mistakes raise.
 from __future__ import annotations
 
 import io
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -21,11 +22,72 @@ from zwz_ray.config import EngineConfig
 
 @dataclass
 class SamplingParams:
+    """How to draw the samples of one request; every backend honours every field.
+
+    ``top_k``: keep the k most likely tokens (None, 0 or -1 = off). ``presence_penalty``: subtracted
+    once from the logit of every token already in the generated text (0 = off; OpenAI's definition).
+    ``repetition_penalty``: divides positive / multiplies negative logits of every token seen in the
+    prompt or the generated text (1.0 = off; the CTRL / transformers / vLLM definition).
+    """
+
     n: int = 1
     temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: int = 256
     seed: int | None = None
+    top_k: int | None = None
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self):
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < -1):
+            raise ValueError(f"top_k must be None, -1 or 0 (off) or a positive integer, got {self.top_k!r}")
+        if not -2.0 <= self.presence_penalty <= 2.0:
+            raise ValueError(f"presence_penalty must be in [-2, 2] (0 = off), got {self.presence_penalty}")
+        if not (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
+            raise ValueError(f"repetition_penalty must be a finite number > 0 (1.0 = off), got {self.repetition_penalty}")
+
+    @property
+    def top_k_or_none(self) -> int | None:
+        """``top_k`` when it limits the choice, None when it is off."""
+        return self.top_k if self.top_k is not None and self.top_k > 0 else None
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A decoding constraint written as a grammar: ``kind`` is ``"ebnf"`` (xgrammar / GBNF EBNF, root
+    rule ``root``) or ``"regex"``; the whole reply must match ``text``.
+
+    Use it for reply frames JSON cannot express, e.g. bounded free reasoning then ``\\boxed{...}``,
+    or a tool call. :meth:`check` parses it without a tokenizer, to catch a bad grammar at start-up.
+    """
+
+    kind: Literal["ebnf", "regex"]
+    text: str
+
+    def __post_init__(self):
+        if self.kind not in ("ebnf", "regex"):
+            raise ValueError(f"grammar kind must be 'ebnf' or 'regex', got {self.kind!r}")
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError(f"the {self.kind} grammar is empty")
+
+    @classmethod
+    def ebnf(cls, text: str) -> Grammar:
+        return cls("ebnf", text)
+
+    @classmethod
+    def regex(cls, text: str) -> Grammar:
+        return cls("regex", text)
+
+    def check(self) -> Grammar:
+        """Parse the grammar with xgrammar; raise ValueError naming the problem. Returns self."""
+        import xgrammar as xgr
+
+        try:
+            xgr.Grammar.from_ebnf(self.text) if self.kind == "ebnf" else xgr.Grammar.from_regex(self.text)
+        except Exception as exc:  # xgrammar raises RuntimeError with the parser's message
+            raise ValueError(f"bad {self.kind} grammar: {exc}") from None
+        return self
 
 
 @dataclass
@@ -34,13 +96,23 @@ class ChatRequest:
 
     ``messages`` follow the OpenAI shape: ``{"role": ..., "content": str | list[part]}`` where a
     part is ``{"type": "text", "text": str}`` or ``{"type": "image", "image": PIL.Image | bytes}``.
-    ``json_schema`` asks for output that parses as JSON matching the schema.
+    At most one output constraint: ``json_schema`` asks for output that parses as JSON matching the
+    schema, ``grammar`` for output that matches an EBNF grammar or a regex. With
+    ``structured_output: off`` a schema is described in words and a grammar is dropped (the prompt
+    is expected to describe its frame already).
     """
 
     messages: list[dict]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     json_schema: dict | None = None
     request_id: str = ""
+    grammar: Grammar | None = None
+
+    def __post_init__(self):
+        if self.json_schema is not None and self.grammar is not None:
+            raise ValueError(f"request {self.request_id!r}: give json_schema or grammar, not both (one output constraint per request)")
+        if self.grammar is not None and not isinstance(self.grammar, Grammar):
+            raise TypeError(f"request {self.request_id!r}: grammar must be a Grammar, got {type(self.grammar).__name__}")
 
 
 @dataclass

@@ -6,10 +6,12 @@ Requests are grouped by (n, max_tokens) and run ``max_batch_requests`` at a time
 together in the same batch).
 
 Token choice is done by :class:`RowSampler`, a logits processor that, for every row, applies
-the row's grammar mask (structured output), then its own temperature / top-p and draws with
-its own seeded generator, and hands ``generate`` a one-hot distribution. So every request
-keeps its own sampling parameters and its samples depend only on its seed, not on which other
-requests share the batch; temperature 0 is greedy.
+the row's presence / repetition penalties (:class:`Penalties`), its grammar mask (a JSON
+schema, EBNF grammar or regex compiled by xgrammar), then its own temperature / top-k / top-p,
+draws with its own seeded generator, and hands ``generate`` a one-hot distribution. So every
+request keeps its own sampling parameters and its samples depend only on its seed, not on
+which other requests share the batch; temperature 0 is greedy (on the penalised logits, as
+vLLM does). ``generate``'s own samplers stay off for the same reason: they take one value per call.
 """
 
 from __future__ import annotations
@@ -39,38 +41,82 @@ class _Prepared:
     request: ChatRequest
     prompt: str
     images: list
+    grammar: Any = None  # the compiled output constraint, if any
+
+
+class Penalties:
+    """Per-row presence and repetition penalties, as a logits processor over (rows x vocab) scores.
+
+    Row i's prompt is ``input_ids[i, pads[i]:prompt_width]`` (its left padding is skipped, so a pad
+    token that doubles as EOS is not penalised) and its generated part ``input_ids[i, prompt_width:]``.
+    Presence (OpenAI): ``presence[i]`` is subtracted once from every token present in the generated
+    part. Repetition (CTRL, as in transformers and vLLM): every token of the prompt or the generated
+    part has a positive logit divided by ``repetition[i]``, a negative one multiplied by it.
+    """
+
+    def __init__(self, presence: list[float], repetition: list[float], prompt_width: int, pads: list[int]):
+        self.presence = torch.tensor(presence, dtype=torch.float32)
+        self.repetition = torch.tensor(repetition, dtype=torch.float32)
+        self.pads = torch.tensor(pads, dtype=torch.long)
+        self.prompt_width = prompt_width
+        self.active = bool((self.presence != 0).any() or (self.repetition != 1).any())
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return scores
+        device, (rows, width) = scores.device, input_ids.shape
+        pos = torch.arange(width, device=device)[None, :].expand(rows, -1)
+        ids = input_ids.to(device)
+        # scatter_add (not scatter): a token repeated in a row must count, whatever the duplicates hold
+        generated = torch.zeros_like(scores).scatter_add_(1, ids, (pos >= self.prompt_width).to(scores.dtype)) > 0
+        seen = torch.zeros_like(scores).scatter_add_(1, ids, (pos >= self.pads.to(device)[:, None]).to(scores.dtype)) > 0
+        rep = self.repetition.to(device)[:, None].to(scores.dtype)
+        scores = torch.where(seen, torch.where(scores > 0, scores / rep, scores * rep), scores)
+        return scores - generated.to(scores.dtype) * self.presence.to(device)[:, None].to(scores.dtype)
 
 
 class RowSampler:
-    """Logits processor that picks every row's next token itself (see the module docstring)."""
+    """Logits processor that picks every row's next token itself (see the module docstring).
 
-    def __init__(self, temps: list[float], top_ps: list[float], seeds: list[int], eos_id: int, constraint: GrammarConstraint | None):
+    ``top_ks[i]`` <= 0 means no top-k limit for row i.
+    """
+
+    def __init__(self, temps: list[float], top_ps: list[float], seeds: list[int], eos_id: int, constraint: GrammarConstraint | None,
+                 top_ks: list[int] | None = None, penalties: Penalties | None = None):
         self.temps = torch.tensor(temps, dtype=torch.float32)
         self.top_ps = torch.tensor(top_ps, dtype=torch.float32)
+        self.top_ks = torch.tensor(top_ks if top_ks is not None else [0] * len(temps), dtype=torch.long)
         self.generators = [torch.Generator().manual_seed(s % (2**63)) for s in seeds]
         self.eos_id = eos_id
         self.constraint = constraint
+        self.penalties = penalties
         self._started = False
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, model_scores: torch.Tensor) -> torch.Tensor:
+        scores = model_scores.float()
+        if self.penalties is not None:
+            scores = self.penalties(input_ids, scores)
         if self.constraint is not None:
             if self._started:
                 self.constraint.advance(input_ids[:, -1].tolist())
-            scores = self.constraint.apply(scores.float())
+            scores = self.constraint.apply(scores)
         self._started = True
-        tokens = self._sample(scores.float())
-        out = torch.full_like(scores, float("-inf"))
+        tokens = self._sample(scores)
+        out = torch.full_like(model_scores, float("-inf"))
         out.scatter_(1, tokens[:, None], 0.0)
         return out
 
     def _sample(self, scores: torch.Tensor) -> torch.Tensor:
         device = scores.device
-        temps, top_ps = self.temps.to(device), self.top_ps.to(device)
+        temps, top_ps, top_ks = self.temps.to(device), self.top_ps.to(device), self.top_ks.to(device)
         uniforms = torch.tensor([torch.rand(1, generator=g).item() for g in self.generators], device=device)
         greedy = temps <= 0
         logits = scores / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        # stable: among equal logits the lowest id comes first, as with argmax, so top_k=1 is greedy
+        sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
         probs = sorted_logits.softmax(dim=-1).nan_to_num(0.0)
+        limit = torch.where(top_ks > 0, top_ks, torch.full_like(top_ks, probs.shape[-1]))
+        probs = probs.masked_fill(torch.arange(probs.shape[-1], device=device)[None, :] >= limit[:, None], 0.0)
         probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_ps[:, None], 0.0)
         cum = probs.cumsum(-1)
         pick = torch.searchsorted(cum, (uniforms * cum[:, -1])[:, None]).clamp(max=cum.shape[-1] - 1)
@@ -158,7 +204,17 @@ class HFEngine(Engine):
             prompt = self.processor.apply_chat_template(template_messages(messages), tokenize=False, add_generation_prompt=True)
         else:
             prompt = self.tokenizer.apply_chat_template(_text_only(messages), tokenize=False, add_generation_prompt=True)
-        return _Prepared(index, req, prompt, images)
+        return _Prepared(index, req, prompt, images, self._constraint(req))
+
+    def _constraint(self, req: ChatRequest) -> Any:
+        """The request's compiled schema or grammar (a bad grammar fails this request only)."""
+        if self.config.structured_output == "off":
+            return None
+        if req.json_schema is not None:
+            return self.grammars.compile(req.json_schema)
+        if req.grammar is not None:
+            return self.grammars.compile_grammar(req.grammar)
+        return None
 
     def _run_safely(self, items: list[_Prepared]) -> list[ChatResult]:
         """Run a chunk; if the whole call fails, run its requests one by one to isolate the culprit."""
@@ -207,7 +263,7 @@ class HFEngine(Engine):
         sampling = items[0].request.sampling
         n, prompt_width = sampling.n, inputs["input_ids"].shape[1]
         max_new = max(1, min(sampling.max_tokens, self.context_len - prompt_width))
-        sampler = self._sampler(items, n)
+        sampler = self._sampler(items, n, prompt_width, lengths)
         gen_config = GenerationConfig(
             max_new_tokens=max_new,
             do_sample=True,
@@ -224,20 +280,23 @@ class HFEngine(Engine):
         rows = out[:, prompt_width:].tolist()
         return [self._result(rows[k * n : (k + 1) * n], lengths[k]) for k in range(len(items))]
 
-    def _sampler(self, items: list[_Prepared], n: int) -> RowSampler:
-        temps, top_ps, seeds, grammars = [], [], [], []
-        structured = self.config.structured_output != "off"
-        for item in items:
+    def _sampler(self, items: list[_Prepared], n: int, prompt_width: int, lengths: list[int]) -> RowSampler:
+        temps, top_ps, top_ks, seeds, grammars, presence, repetition, pads = [], [], [], [], [], [], [], []
+        for item, length in zip(items, lengths):
             s = item.request.sampling
             seed = s.seed if s.seed is not None else self.config.seed
-            grammar = self.grammars.compile(item.request.json_schema) if structured and item.request.json_schema else None
-            for j in range(n):
+            for j in range(n):  # generate repeats each prompt n times, consecutively
                 temps.append(s.temperature)
                 top_ps.append(s.top_p)
+                top_ks.append(s.top_k_or_none or 0)
                 seeds.append(seed * _SEED_STRIDE + j)
-                grammars.append(grammar)
+                grammars.append(item.grammar)
+                presence.append(s.presence_penalty)
+                repetition.append(s.repetition_penalty)
+                pads.append(prompt_width - length)
         constraint = GrammarConstraint(grammars, self.vocab_size, self.eos_ids[0]) if any(g is not None for g in grammars) else None
-        return RowSampler(temps, top_ps, seeds, self.eos_ids[0], constraint)
+        penalties = Penalties(presence, repetition, prompt_width, pads)
+        return RowSampler(temps, top_ps, seeds, self.eos_ids[0], constraint, top_ks, penalties if penalties.active else None)
 
     def _result(self, rows: list[list[int]], prompt_tokens: int) -> ChatResult:
         texts, reasons, generated = [], [], 0

@@ -4,6 +4,10 @@ One batch of requests is sent concurrently (at most ``max_concurrency`` in fligh
 private event loop running in its own thread, so ``chat`` works the same from plain code, from
 inside a running event loop and in a Ray actor. Each request asks for its ``n`` samples at once.
 
+Sampling fields beyond OpenAI's own (``top_k``, ``repetition_penalty``) and grammars
+(``structured_outputs: {"grammar" | "regex": ...}``) use vLLM's extra request fields; they are
+sent only when a request sets them, so plain OpenAI-compatible APIs see the standard body.
+
 Failures are retried with exponential backoff and jitter on 429, 5xx, timeouts and connection
 errors, honouring ``Retry-After``; other 4xx answers are final. When retries run out the
 request comes back with ``ChatResult.error`` (``"http_500"``, ``"timeout"``, ...).
@@ -157,8 +161,16 @@ class OpenAIEngine(Engine):
             "max_tokens": s.max_tokens,
             "seed": s.seed if s.seed is not None else self.config.seed,
         }
+        if s.top_k_or_none is not None:
+            body["top_k"] = s.top_k_or_none
+        if s.presence_penalty != 0:
+            body["presence_penalty"] = s.presence_penalty
+        if s.repetition_penalty != 1:
+            body["repetition_penalty"] = s.repetition_penalty
         if structured:
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "reply", "schema": req.json_schema, "strict": True}}
+        elif req.grammar is not None and self.config.structured_output != "off":
+            body["structured_outputs"] = {"grammar" if req.grammar.kind == "ebnf" else "regex": req.grammar.text}
         return body
 
     def close(self) -> None:

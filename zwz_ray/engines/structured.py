@@ -1,4 +1,4 @@
-"""Structured output: JSON that validates against a schema, from any backend.
+"""Structured output: JSON that validates against a schema, or text that matches a grammar, from any backend.
 
 * ``hf`` constrains decoding with xgrammar: the schema is compiled against the tokenizer's
   vocabulary and every decoding step masks the tokens the grammar forbids
@@ -6,6 +6,8 @@
   repetitions, so a schema that bounds every string and array also bounds the output length:
   generation ends within ``max_tokens`` even for a random-weight model.
 * ``vllm`` and ``openai`` pass the schema to the server (its own xgrammar / guided decoding).
+* A :class:`~zwz_ray.engines.base.Grammar` (EBNF or regex) goes the same ways: xgrammar here,
+  vLLM's structured outputs (``grammar`` / ``regex``) on the other backends.
 * ``structured_output: off`` describes the schema in words at the end of the prompt
   (:func:`with_schema_instruction`) and relies on :func:`parse_json` to find the JSON.
 
@@ -105,7 +107,7 @@ def schema_key(schema: dict) -> str:
 
 
 class GrammarCompiler:
-    """Compiles JSON schemas against one tokenizer; compiled grammars are cached by schema."""
+    """Compiles JSON schemas, EBNF grammars and regexes against one tokenizer; results are cached."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int]):
         import xgrammar as xgr
@@ -120,6 +122,19 @@ class GrammarCompiler:
         if key not in self._cache:
             # No free whitespace: a random model could otherwise emit blanks forever.
             self._cache[key] = self._compiler.compile_json_schema(key, any_whitespace=False, strict_mode=True)
+        return self._cache[key]
+
+    def compile_grammar(self, grammar: Any) -> Any:
+        """A compiled :class:`~zwz_ray.engines.base.Grammar`; ValueError when it does not parse."""
+        key = f"{grammar.kind}:{grammar.text}"
+        if key not in self._cache:
+            try:
+                if grammar.kind == "regex":
+                    self._cache[key] = self._compiler.compile_regex(grammar.text)
+                else:
+                    self._cache[key] = self._compiler.compile_grammar(grammar.text)
+            except RuntimeError as exc:  # xgrammar's parse errors
+                raise ValueError(f"bad {grammar.kind} grammar: {exc}") from None
         return self._cache[key]
 
 

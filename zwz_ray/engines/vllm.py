@@ -1,8 +1,9 @@
 """The vLLM backend: the offline ``vllm.LLM`` engine, on GPUs or with the CPU build.
 
 A batch is one ``LLM.chat`` call: images go in as PIL image parts, the ``n`` samples of a
-request are one vLLM request (``SamplingParams(n=...)``, one prefill), and a JSON schema
-becomes vLLM's structured outputs (``StructuredOutputsParams(json=...)``, xgrammar inside).
+request are one vLLM request (``SamplingParams(n=...)``, one prefill), and a JSON schema, EBNF
+grammar or regex becomes vLLM's structured outputs (``StructuredOutputsParams(json= / grammar= /
+regex=...)``, xgrammar inside). top-k and the presence / repetition penalties are vLLM's own.
 
 The engine is a plain object, so a Ray Data actor (``map_batches`` with a callable class) can
 own one. We run our own actor rather than ``ray.data.llm``'s vLLM processor because, as of
@@ -86,12 +87,18 @@ class VLLMEngine(Engine):
 
         s = req.sampling
         structured = None
-        if req.json_schema is not None and self.config.structured_output != "off":
-            structured = StructuredOutputsParams(json=req.json_schema)
+        if self.config.structured_output != "off":
+            if req.json_schema is not None:
+                structured = StructuredOutputsParams(json=req.json_schema)
+            elif req.grammar is not None:
+                structured = StructuredOutputsParams(**{"grammar" if req.grammar.kind == "ebnf" else "regex": req.grammar.text})
         return SamplingParams(
             n=s.n,
             temperature=s.temperature,
             top_p=s.top_p,
+            top_k=s.top_k_or_none or 0,  # vLLM: 0 = off
+            presence_penalty=s.presence_penalty,
+            repetition_penalty=s.repetition_penalty,
             max_tokens=s.max_tokens,
             seed=s.seed if s.seed is not None else self.config.seed,
             structured_outputs=structured,

@@ -4,35 +4,14 @@
     result = run_eval(cfg)            # predictions/*.parquet, metrics.json, report.md, plots/
     result.metrics["models"]["tiny:qwen3_vl"]["zooming_gap"]
 
-Entry point: ``python -m pipelines.evaluate --config configs/evaluate/laptop.yaml``.
+Entry point: ``python -m pipelines.evaluate --config configs/evaluate/laptop.yaml``. Like every job
+package, this facade is light to import: the config classes, the ``run_*`` entry and its result types;
+engines and models are imported when the job runs.
 """
 
 from zwz_ray.eval.config import BenchmarkConfig, CoverageConfig, EvalConfig, InferenceConfig, OutputConfig
-from zwz_ray.eval.loaders import Benchmark, BenchmarkError, open_benchmark
-from zwz_ray.eval.metrics import compute_metrics
+from zwz_ray.eval.loaders import BenchmarkError
 from zwz_ray.eval.run import EvalResult, ModelRun, run_eval
-from zwz_ray.judge import LLMJudge
-from zwz_ray.replies import RULES, Verdict, detect_mcq, extract_answer, judge_answer, normalize_answer, parse_options
 
-__all__ = [
-    "RULES",
-    "Benchmark",
-    "BenchmarkConfig",
-    "BenchmarkError",
-    "CoverageConfig",
-    "EvalConfig",
-    "EvalResult",
-    "InferenceConfig",
-    "LLMJudge",
-    "ModelRun",
-    "OutputConfig",
-    "Verdict",
-    "compute_metrics",
-    "detect_mcq",
-    "extract_answer",
-    "judge_answer",
-    "normalize_answer",
-    "open_benchmark",
-    "parse_options",
-    "run_eval",
-]
+__all__ = ["BenchmarkConfig", "BenchmarkError", "CoverageConfig", "EvalConfig", "EvalResult", "InferenceConfig", "ModelRun",
+           "OutputConfig", "run_eval"]

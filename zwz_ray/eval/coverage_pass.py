@@ -51,11 +51,16 @@ def _with_box(batch: pd.DataFrame) -> pd.DataFrame:
 def _score_model(model: EngineConfig, items, cfg: EvalConfig) -> pd.DataFrame:
     res, cov = model.resources, cfg.coverage
     require_gpus(res.num_gpus, f"attention coverage of {model.label}")
-    ds = items.map_batches(_with_box, batch_format="pandas").limit(cov.max_items).repartition(target_num_rows_per_block=4)
+    ds = items.map_batches(_with_box, batch_format="pandas")
+    if cov.max_items != "all":
+        ds = ds.limit(cov.max_items)
+    ds = ds.repartition(target_num_rows_per_block=4)
+    max_pixels = cov.max_pixels if cov.max_pixels is not None else model.max_pixels
     ds = ds.map_batches(
         CoverageStage,
         fn_constructor_kwargs={"model_ref": model.model, "device": model.device, "dtype": model.dtype, "layer": cov.layer,
-                               "min_pixels": model.min_pixels, "max_pixels": model.max_pixels},
+                               "layer_of": cov.layer_of, "prompt": cov.prompt, "cells": cov.cells,
+                               "min_pixels": model.min_pixels, "max_pixels": max_pixels},
         batch_format="pandas", **map_batches_kwargs(res, actors=True, batch_size=4),
     )
     return ds.to_pandas()
@@ -90,7 +95,9 @@ def run_coverage(cfg: EvalConfig, bench: Benchmark, fs, root: str) -> dict:
             continue
         ok = df[df["error"].isna()] if "error" in df else df
         summary = summarize(ok["coverage"].tolist(), ok["box_area"].tolist()) if len(ok) else {"n": 0}
-        summary.update(errors=int(len(df) - len(ok)), layer=int(ok["layer"].iloc[0]) if len(ok) else None)
+        first = ok.iloc[0] if len(ok) else None  # "layer" counts from 1, of "n_layers"
+        summary.update(errors=int(len(df) - len(ok)), layer=int(first["layer"]) if first is not None else None,
+                       n_layers=int(first["n_layers"]) if first is not None else None)
         if len(df) > len(ok):
             summary["first_error"] = str(df[df["error"].notna()]["error"].iloc[0])
         fs.makedirs(f"{root}/coverage", exist_ok=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 from typing import Any
 
@@ -22,6 +21,7 @@ import pandas as pd
 
 from zwz_ray.images import ImageDecodeError, probe_size, read_bytes
 from zwz_ray.replies import detect_mcq, parse_options
+from zwz_ray.uris import absolute
 
 ITEM_COLUMNS = ["id", "question", "answer", "image", "image_error", "image_size", "crop", "crop_error", "bbox", "category",
                 "options", "is_mcq"]
@@ -39,12 +39,6 @@ def _missing(value: Any) -> bool:
     if isinstance(value, float) and np.isnan(value):
         return True
     return isinstance(value, str) and not value.strip()
-
-
-def _resolve(path: str, base_dir: str) -> str:
-    if "://" in path or os.path.isabs(path) or not base_dir:
-        return path
-    return base_dir.rstrip("/") + "/" + path if "://" in base_dir else os.path.join(base_dir, path)
 
 
 def _maybe_base64(text: str) -> bytes | None:
@@ -73,7 +67,7 @@ def image_bytes(value: Any, base_dir: str) -> tuple[bytes | None, str | None]:
         if inline is not None:
             return inline, None
         try:
-            return read_bytes(_resolve(value.strip(), base_dir)), None
+            return read_bytes(absolute(value.strip(), base_dir or None)), None
         except ImageDecodeError as exc:
             return None, f"{exc.reason}: {exc.detail or value}"
     return None, f"unsupported image value of type {type(value).__name__}"

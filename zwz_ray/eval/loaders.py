@@ -18,14 +18,16 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
 
+from zwz_ray import uris
 from zwz_ray.eval.config import BenchmarkConfig
 from zwz_ray.eval.items import OPTION_LETTER_COLUMNS, normalize_items
 
 REQUIRED = ("question", "answer", "image")
 ZOOMBENCH_COLUMNS = {"id": "id", "question": "query", "answer": "response", "image": "image", "crop": "crop_image",
                      "bbox": "bbox", "category": "question_type", "options": "options"}
+# The hub copy of ZoomBench may name the question and answer columns prompt / answer.
+ZOOMBENCH_ALTERNATIVES = {"question": ("query", "prompt"), "answer": ("response", "answer")}
 GENERIC_CANDIDATES = {
     "id": ("id", "question_id", "qid", "index", "idx"),
     "question": ("question", "query", "prompt", "problem", "text"),
@@ -75,8 +77,8 @@ class Benchmark:
                 yield pd.DataFrame(self.records[start : start + batch_size])
             return
         for path in self.files:
-            fs, local = url_to_fs(path)
-            with fs.open(local, "rb") as fh:
+            fs, inner = uris.filesystem(path)
+            with fs.open(inner, "rb") as fh:
                 for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_size, columns=self._source_columns(path)):
                     yield batch.to_pandas()
 
@@ -96,9 +98,9 @@ class Benchmark:
             columns = self.columns if "id" in self.columns else {**self.columns, "id": "__row__"}
             ds = ray.data.from_pandas(_arrow_safe(pd.DataFrame(records), columns))
         else:
-            fs, _ = url_to_fs(self.files[0])
+            fs, _ = uris.filesystem(self.files[0])
             ds = ray.data.read_parquet(
-                [url_to_fs(f)[1] for f in self.files], filesystem=_arrow_fs(fs), columns=self._source_columns(self.files[0])
+                [uris.filesystem(f)[1] for f in self.files], filesystem=_arrow_fs(fs), columns=self._source_columns(self.files[0])
             )
             columns = self.columns
             if self.limit:
@@ -129,15 +131,15 @@ def _arrow_fs(fs):
 def find_files(path: str) -> list[str]:
     """Benchmark files under ``path``: the file itself, a glob, or a folder's parquet (else JSON/JSONL) files."""
     try:
-        fs, local = url_to_fs(path)
-        if any(ch in local for ch in "*?["):
-            found = sorted(fs.glob(local))
-        elif fs.isdir(local):
-            found = sorted(f for f in fs.find(local) if f.lower().endswith(EXTENSIONS))
+        fs, inner = uris.filesystem(path)
+        if any(ch in inner for ch in "*?["):
+            found = sorted(fs.glob(inner))
+        elif fs.isdir(inner):
+            found = sorted(f for f in fs.find(inner) if f.lower().endswith(EXTENSIONS))
             parquet = [f for f in found if f.lower().endswith(".parquet")]
             found = parquet or found
-        elif fs.exists(local):
-            found = [local]
+        elif fs.exists(inner):
+            found = [inner]
         else:
             raise BenchmarkError(f"benchmark not found: {path}")
     except BenchmarkError:
@@ -146,14 +148,13 @@ def find_files(path: str) -> list[str]:
         raise BenchmarkError(f"cannot list benchmark {path}: {type(exc).__name__}: {exc}") from exc
     if not found:
         raise BenchmarkError(f"no benchmark files ({', '.join(EXTENSIONS)}) under {path}")
-    keep = "://" in path
-    return [fs.unstrip_protocol(f) if keep else f for f in found]
+    return [uris.display(fs, f, like=path) for f in found]
 
 
 def _parquet_schema(path: str) -> pa.Schema:
     try:
-        fs, local = url_to_fs(path)
-        with fs.open(local, "rb") as fh:
+        fs, inner = uris.filesystem(path)
+        with fs.open(inner, "rb") as fh:
             return pq.read_schema(fh)
     except Exception as exc:  # noqa: BLE001
         raise BenchmarkError(f"cannot read benchmark file {path} as parquet: {type(exc).__name__}: {exc}") from exc
@@ -161,8 +162,8 @@ def _parquet_schema(path: str) -> pa.Schema:
 
 def _json_records(path: str) -> list[dict]:
     try:
-        fs, local = url_to_fs(path)
-        with fs.open(local, "r", encoding="utf-8") as fh:
+        fs, inner = uris.filesystem(path)
+        with fs.open(inner, "r", encoding="utf-8") as fh:
             text = fh.read()
         if path.lower().endswith(".jsonl"):
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -188,6 +189,8 @@ def map_columns(names: list[str], fmt: str, overrides: dict[str, str], where: st
     present = set(names)
     if fmt == "zoombench":
         mapping = {f: c for f, c in ZOOMBENCH_COLUMNS.items() if c in present}
+        for f, names in ZOOMBENCH_ALTERNATIVES.items():
+            mapping.setdefault(f, next((c for c in names if c in present), ZOOMBENCH_COLUMNS[f]))
         for f in ("id", "question", "answer", "image"):
             mapping.setdefault(f, ZOOMBENCH_COLUMNS[f])
     else:
@@ -285,8 +288,8 @@ def _check_ids(files: list[str], kind: str, records: list[dict], column: str | N
     else:
         ids = []
         for path in files:
-            fs, local = url_to_fs(path)
-            with fs.open(local, "rb") as fh:
+            fs, inner = uris.filesystem(path)
+            with fs.open(inner, "rb") as fh:
                 ids.extend(str(v) for v in pq.read_table(fh, columns=[column]).column(column).to_pylist())
     counts = pd.Series(ids).value_counts()
     dupes = counts[counts > 1]
@@ -325,8 +328,8 @@ def open_benchmark(cfg: BenchmarkConfig) -> Benchmark:
         mapping = map_columns(names, fmt, cfg.columns, files[0])
         check_types(_json_kinds(records, mapping, files[0]), mapping, files[0])
     _check_ids(files, kind, records, mapping.get("id"))
-    fs, local = url_to_fs(cfg.path)
-    base = local if fs.isdir(local) else os.path.dirname(files[0] if "://" not in cfg.path else url_to_fs(files[0])[1])
-    base_dir = fs.unstrip_protocol(base) if "://" in cfg.path else base
+    fs, inner = uris.filesystem(cfg.path)
+    base = inner if fs.isdir(inner) else os.path.dirname(uris.filesystem(files[0])[1])
+    base_dir = uris.display(fs, base, like=cfg.path)  # relative image paths in the files resolve against it
     name = cfg.name or os.path.basename(cfg.path.rstrip("/")).rsplit(".", 1)[0]
     return Benchmark(name, fmt, files, kind, mapping, base_dir, cfg.bbox_format, cfg.limit, records)

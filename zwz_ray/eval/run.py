@@ -7,13 +7,12 @@ what the rules left undecided -> attention coverage (optional) -> metrics.json +
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 
 import pandas as pd
-from fsspec.core import url_to_fs
 
+from zwz_ray import uris
 from zwz_ray.config import EngineConfig, to_dict
 from zwz_ray.eval.config import EvalConfig
 from zwz_ray.eval.items import view_key
@@ -21,6 +20,7 @@ from zwz_ray.eval.loaders import Benchmark, open_benchmark
 from zwz_ray.eval.metrics import compute_metrics
 from zwz_ray.eval.stages import answer_dataset, judge_dataset
 from zwz_ray.eval.store import PREDICTION_COLUMNS, PredictionStore, answer_fingerprint, merge_predictions
+from zwz_ray.eval.writers import make_benchmark_fixture
 from zwz_ray.logs import get_logger
 from zwz_ray.runtime import init_ray, require_gpus
 
@@ -55,12 +55,12 @@ class EvalResult:
 def ensure_benchmark(cfg: EvalConfig) -> None:
     """Write the offline demo benchmark when the config asks for it and the path does not exist."""
     b = cfg.benchmark
-    path = b.path[len("file://"):] if b.path.startswith("file://") else b.path
-    if b.generate_if_missing and not os.path.exists(path):
-        from zwz_ray.demo import make_benchmark_fixture
-
-        log.info("benchmark %s does not exist: generating %d offline demo items", path, b.fixture_items)
-        make_benchmark_fixture(path, b.fixture_items, b.fixture_seed)
+    if not b.generate_if_missing:
+        return
+    fs, inner = uris.filesystem(b.path)
+    if not fs.exists(inner):
+        log.info("benchmark %s does not exist: generating %d offline demo items", b.path, b.fixture_items)
+        make_benchmark_fixture(b.path, b.fixture_items, b.fixture_seed)
 
 
 def _answer_model(model: EngineConfig, items, store: PredictionStore, cfg: EvalConfig) -> tuple[ModelRun, set[str]]:
@@ -108,26 +108,22 @@ def _current(df: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
     return df[mask]
 
 
-def _write_text(fs, path: str, text: str) -> None:
-    with fs.open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-
-
 def _report(cfg: EvalConfig, bench: Benchmark, preds: dict, metrics: dict, coverage: dict, fs, root: str) -> str:
-    from zwz_ray.eval import report
+    from zwz_ray.eval.report import plot_dimensions, plot_gap, plot_latency, render_markdown
 
     fs.makedirs(f"{root}/plots", exist_ok=True)
     plots = {"per-dimension accuracy": "plots/per_dimension.png", "zooming gap": "plots/zooming_gap.png",
              "latency per item": "plots/latency.png"}
-    report.plot_dimensions(metrics, fs, f"{root}/{plots['per-dimension accuracy']}")
-    report.plot_gap(metrics, fs, f"{root}/{plots['zooming gap']}")
-    report.plot_latency(preds, fs, f"{root}/{plots['latency per item']}")
+    plot_dimensions(metrics, fs, f"{root}/{plots['per-dimension accuracy']}")
+    plot_gap(metrics, fs, f"{root}/{plots['zooming gap']}")
+    plot_latency(preds, fs, f"{root}/{plots['latency per item']}")
     for label, info in coverage.items():
         for k, path in enumerate(info.get("heatmaps", [])):
             plots[f"attention {label} #{k}"] = path
     judge = cfg.judge.label if cfg.judge else None
-    _write_text(fs, f"{root}/report.md", report.render_markdown(bench.name, metrics, coverage, plots, judge))
-    return f"{root}/report.md"
+    path = uris.join(cfg.output.dir, "report.md")
+    uris.atomic_write(path, render_markdown(bench.name, metrics, coverage, plots, judge))
+    return path
 
 
 def run_eval(cfg: EvalConfig) -> EvalResult:
@@ -136,9 +132,9 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     bench = open_benchmark(cfg.benchmark)  # schema errors surface before Ray starts
     init_ray(cfg.ray)
     store = PredictionStore(cfg.output.dir)
-    fs, root = url_to_fs(cfg.output.dir)
+    fs, root = uris.filesystem(cfg.output.dir)
     fs.makedirs(root, exist_ok=True)
-    _write_text(fs, f"{root}/config.json", json.dumps(to_dict(cfg), indent=2))
+    uris.atomic_write(uris.join(cfg.output.dir, "config.json"), json.dumps(to_dict(cfg), indent=2))
     if not cfg.output.resume:
         for m in cfg.models:
             store.save(m.label, pd.DataFrame(columns=PREDICTION_COLUMNS))
@@ -161,6 +157,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
                "judge": cfg.judge.label if cfg.judge else None, "models": per_model, "coverage": coverage,
                "runs": {label: vars(r) for label, r in runs.items()}, "judge_requests": judged,
                "created": pd.Timestamp.now("UTC").isoformat()}
-    _write_text(fs, f"{root}/metrics.json", json.dumps(metrics, indent=2, default=str))
+    metrics_path = uris.join(cfg.output.dir, "metrics.json")
+    uris.atomic_write(metrics_path, json.dumps(metrics, indent=2, default=str))
     report_path = _report(cfg, bench, preds, per_model, coverage, fs, root) if cfg.output.report else None
-    return EvalResult(cfg.output.dir, metrics, runs, judged, f"{root}/metrics.json", report_path)
+    return EvalResult(cfg.output.dir, metrics, runs, judged, metrics_path, report_path)

@@ -3,17 +3,19 @@
 ``predictions/<model>.parquet`` holds one row per (item, view). While a model runs, every
 finished batch is also written as a part file under ``predictions/.parts/<model>/``; a run
 that dies keeps its answered rows, and the next run reads the parts, skips those rows and
-folds everything into the one file at the end.
+folds everything into the one file at the end. Paths are kept in the form of ``output.dir`` (a local
+path or a URI, ``zwz_ray.uris``); fsspec filesystems accept both.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import re
 import uuid
 
 import pandas as pd
-from fsspec.core import url_to_fs
+
+from zwz_ray import uris
 
 PREDICTION_COLUMNS = [
     "model", "id", "view", "question", "answer", "category", "is_mcq", "response", "extracted", "verdict", "correct",
@@ -31,17 +33,14 @@ def model_slug(label: str) -> str:
 
 class PredictionStore:
     def __init__(self, out_dir: str):
-        self.out_dir = out_dir.rstrip("/")
-        self.fs, self.root = url_to_fs(self.out_dir)
-
-    def _join(self, *parts: str) -> str:
-        return "/".join([self.root, *parts])
+        self.out_dir = out_dir
+        self.fs, _ = uris.filesystem(out_dir)
 
     def path(self, label: str) -> str:
-        return self._join("predictions", f"{model_slug(label)}.parquet")
+        return uris.join(self.out_dir, "predictions", f"{model_slug(label)}.parquet")
 
     def _parts_dir(self, label: str) -> str:
-        return self._join("predictions", ".parts", model_slug(label))
+        return uris.join(self.out_dir, "predictions", ".parts", model_slug(label))
 
     def _read(self, path: str) -> pd.DataFrame:
         with self.fs.open(path, "rb") as fh:
@@ -74,26 +73,23 @@ class PredictionStore:
     def append_part(self, label: str, df: pd.DataFrame) -> None:
         if df.empty:
             return
-        parts_dir = self._parts_dir(label)
-        self.fs.makedirs(parts_dir, exist_ok=True)
         name = f"{pd.Timestamp.now('UTC').strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:6]}.parquet"
-        self._write(df, f"{parts_dir}/{name}")
+        self._write(df, uris.join(self._parts_dir(label), name))
 
     def save(self, label: str, df: pd.DataFrame) -> str:
-        """Write the one file for ``label`` (atomically where the filesystem allows) and drop the parts."""
+        """Write the one file for ``label`` (atomically) and drop the parts."""
         path = self.path(label)
-        self.fs.makedirs(os.path.dirname(path), exist_ok=True)
         df = df.sort_values(KEY, key=lambda s: s.astype(str).str.zfill(16)).reset_index(drop=True)
         self._write(df, path)
         if self.fs.exists(self._parts_dir(label)):
             self.fs.rm(self._parts_dir(label), recursive=True)
-        return self.fs.unstrip_protocol(path) if "://" in self.out_dir else path
+        return path
 
-    def _write(self, df: pd.DataFrame, path: str) -> None:
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open(tmp, "wb") as fh:
-            df.to_parquet(fh, index=False)
-        self.fs.mv(tmp, path)
+    @staticmethod
+    def _write(df: pd.DataFrame, path: str) -> None:
+        buffer = io.BytesIO()
+        df.to_parquet(buffer, index=False)
+        uris.atomic_write(path, buffer.getvalue())
 
 
 def answer_fingerprint(model, inference) -> str:

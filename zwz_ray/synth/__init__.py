@@ -7,27 +7,12 @@
     ds = plan.dataset()                # lazy ray.data.Dataset of kept rows (image, problem, answer, ...)
     result = run_synthesis(cfg)        # writes output.dir (kept/, drops/, stats.json); resumable
 
-Exports resolve lazily so that ``import zwz_ray.synth.stages.s08_consensus`` stays light.
+Like every job package, this facade is light to import: the config classes, the ``run_*`` entry (and the
+plan builder it runs) and their result types; engines and models are imported when a stage starts.
 """
 
-from __future__ import annotations
+from zwz_ray.synth.config import SynthConfig
+from zwz_ray.synth.plan import SynthesisPlan, build_synthesis
+from zwz_ray.synth.run import SynthResult, run_synthesis
 
-import importlib
-
-_EXPORTS = {
-    "SynthConfig": "zwz_ray.synth.config",
-    "build_synthesis": "zwz_ray.synth.plan",
-    "SynthesisPlan": "zwz_ray.synth.plan",
-    "StageSpec": "zwz_ray.synth.plan",
-    "run_synthesis": "zwz_ray.synth.run",
-    "SynthResult": "zwz_ray.synth.run",
-    "select_images": "zwz_ray.synth.stages.s01_image_pool",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'zwz_ray.synth' has no attribute {name!r}")
+__all__ = ["SynthConfig", "SynthResult", "SynthesisPlan", "build_synthesis", "run_synthesis"]

@@ -8,10 +8,22 @@ Load it with ``load_config(SynthConfig, path, overrides)`` or from the command l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from zwz_ray.config import ConfigError, EngineConfig, RayConfig, ResourcesConfig, bounded, listed, uri
+from zwz_ray.config import (
+    ConfigError,
+    EngineConfig,
+    RayConfig,
+    ResourcesConfig,
+    bounded,
+    listed,
+    model_ref,
+    section,
+    setting,
+    uri,
+    uri_list,
+)
 from zwz_ray.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 
@@ -19,126 +31,128 @@ from zwz_ray.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 class InputConfig:
     """Stage 1 (image pool): where the images are and which ones are usable."""
 
-    paths: list[str] = listed()  # local folders (recursive), files, globs or fsspec URIs (s3://...)
-    min_side: int = bounded(1200, 0)  # reject images whose width OR height is <= this (paper: 1200)
-    max_images: int | None = None  # optional random subset of this size
-    sample_seed: int = 0  # seed of that subset (a larger max_images gives a superset)
-    max_pixels: int = bounded(DEFAULT_MAX_PIXELS, 1)  # refuse to decode larger images (decompression bombs)
-    max_bytes: int = bounded(DEFAULT_MAX_BYTES, 1)  # refuse to read larger files
-    generate_demo: bool = False  # laptop only: write the demo scenes (see `demo`) and add them to `paths`
+    paths: list[str] = uri_list(doc="local folders (recursive), files, globs or fsspec URIs (s3://...)")
+    min_side: int = bounded(1200, 0, doc="reject images whose width OR height is <= this (paper: 1200)")
+    max_images: int | None = setting(None, doc="a seeded random subset of this size; null: every image")
+    sample_seed: int = setting(0, doc="seed of that subset (a larger max_images gives a superset)")
+    max_pixels: int = bounded(DEFAULT_MAX_PIXELS, 1, doc="refuse to decode larger images (decompression bombs)")
+    max_bytes: int = bounded(DEFAULT_MAX_BYTES, 1, doc="refuse to read larger files")
+    generate_demo: bool = setting(False, doc="laptop only: write the demo scenes (see `demo`) and add them to `paths`")
 
 
 @dataclass
 class DemoConfig:
     """Offline demo scenes (zwz_ray.demo), used only when ``input.generate_demo`` is true."""
 
-    dir: str = "outputs/demo_images"
-    n: int = bounded(3, 1)
-    seed: int = 0
-    width: int = bounded(1600, 64)
-    height: int = bounded(1280, 64)
+    dir: str = uri("outputs/demo_images", doc="folder the demo scenes are written to")
+    n: int = bounded(3, 1, doc="number of scenes")
+    seed: int = setting(0, doc="seed of the scenes")
+    width: int = bounded(1600, 64, doc="scene width in pixels")
+    height: int = bounded(1280, 64, doc="scene height in pixels")
 
 
 @dataclass
 class OutputConfig:
     """Where kept rows, drops, stats and the resume manifest go."""
 
-    dir: str = uri("outputs/synth")  # local path or fsspec URI
-    chunk_size: int = bounded(64, 1)  # images per committed chunk (the unit of resume)
-    overwrite: bool = False  # true: delete what output.dir holds before starting
+    dir: str = uri("outputs/synth", doc="kept/, drops/, stats.json and manifest.jsonl: local path or fsspec URI")
+    chunk_size: int = bounded(64, 1, doc="images per committed chunk (the unit of resume)")
+    overwrite: bool = setting(False, doc="delete what output.dir holds before starting")
 
 
 @dataclass
 class GroundingModelConfig:
     """Stage 3 grounder: SAM3 (text-prompted segmentation) or the teacher VLM itself."""
 
-    backend: Literal["sam3", "vlm"] = "sam3"
-    model: str = "facebook/sam3"  # sam3 backend only; the vlm backend uses models.teacher
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    instance_threshold: float = bounded(0.5, 0.0, 1.0)  # a detection above this counts as an instance
-    score_threshold: float = bounded(0.75, 0.0, 1.0)  # the single instance must score at least this
-    max_prompts_per_forward: int = bounded(16, 1)  # object names grounded in one SAM3 forward pass
-    coords: Literal["absolute", "relative1000"] = "absolute"  # vlm backend: Qwen2.5-VL pixels / Qwen3-VL 0..1000
-    resize_factor: int = bounded(28, 1)  # vlm backend, absolute coords: image sides are made multiples of this
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    backend: Literal["sam3", "vlm"] = setting("sam3", doc="sam3 (text-prompted segmentation) or vlm (models.teacher draws the box)")
+    model: str = model_ref("facebook/sam3", doc="sam3 backend: the SAM3 model reference (the vlm backend uses models.teacher)")
+    device: str = setting("auto", doc="auto | cpu | cuda | cuda:N")
+    instance_threshold: float = bounded(0.5, 0.0, 1.0, doc="a detection scoring above this counts as an instance")
+    score_threshold: float = bounded(0.75, 0.0, 1.0, doc="the single instance must score at least this")
+    max_prompts_per_forward: int = bounded(16, 1, doc="object names grounded in one SAM3 forward pass")
+    coords: Literal["absolute", "relative1000"] = setting("absolute", doc="vlm backend: Qwen2.5-VL pixels (absolute) or Qwen3-VL 0..1000")
+    resize_factor: int = bounded(28, 1, doc="vlm backend, absolute coords: image sides are made multiples of this")
+    resources: ResourcesConfig = section(ResourcesConfig, doc="scheduling of the grounding actor pool")
 
 
 @dataclass
 class ModelsConfig:
-    teacher: EngineConfig = field(default_factory=EngineConfig)
-    answerers: list[EngineConfig] = field(default_factory=lambda: [EngineConfig()])  # paper: 2 teachers
-    judge: EngineConfig | None = None  # text LLM for answer equivalence; None: normaliser only
-    grounding: GroundingModelConfig = field(default_factory=GroundingModelConfig)
-    student: EngineConfig | None = field(default_factory=EngineConfig)  # difficulty filter
+    """The engines of synthesis."""
+
+    teacher: EngineConfig = section(EngineConfig, doc="the teacher VLM: proposal, questions, validation, distractors")
+    answerers: list[EngineConfig] = section(lambda: [EngineConfig()], doc="teachers that sample answers for consensus (paper: 2)")
+    judge: EngineConfig | None = setting(None, doc="text LLM for answer equivalence; null: the normaliser only")
+    grounding: GroundingModelConfig = section(GroundingModelConfig, doc="the stage 3 grounder")
+    student: EngineConfig | None = section(EngineConfig, doc="the student of the difficulty filter")
 
 
 @dataclass
 class ProposalConfig:
     """Stage 2: the teacher lists objects that appear once."""
 
-    max_objects: int = bounded(20, 1)
-    min_chars: int = bounded(2, 1)
-    max_chars: int = bounded(49, 1)
-    min_objects: int = bounded(3, 1)  # drop the image when fewer remain (paper: <= 2 objects is dropped)
-    temperature: float = bounded(0.7, 0.0)
-    top_p: float = bounded(0.8, 0.0, 1.0)
-    max_tokens: int = bounded(512, 1)
+    max_objects: int = bounded(20, 1, doc="object names kept per image")
+    min_chars: int = bounded(2, 1, doc="shorter names are discarded")
+    max_chars: int = bounded(49, 1, doc="longer names are discarded")
+    min_objects: int = bounded(3, 1, doc="drop the image when fewer names remain (paper: <= 2 objects is dropped)")
+    temperature: float = bounded(0.7, 0.0, doc="sampling temperature")
+    top_p: float = bounded(0.8, 0.0, 1.0, doc="nucleus sampling mass")
+    max_tokens: int = bounded(512, 1, doc="generation limit")
 
 
 @dataclass
 class CropConfig:
     """Stage 4: micro-crop."""
 
-    max_area_frac: float = bounded(0.10, 0.0, 1.0)  # drop boxes covering >= this fraction of the image
-    upscale: float = bounded(2.0, 1.0)  # Lanczos upscale of the crop
+    max_area_frac: float = bounded(0.10, 0.0, 1.0, doc="drop boxes covering >= this fraction of the image (paper: 0.10)")
+    upscale: float = bounded(2.0, 1.0, doc="Lanczos upscale factor of the crop")
 
 
 @dataclass
 class QuestionsConfig:
     """Stage 5: question generation on the crop."""
 
-    n: int = bounded(3, 1)
-    n_examples: int = bounded(15, 0)
-    seed_file: str | None = None  # one example question per line; None: the packaged list
-    temperature: float = bounded(0.9, 0.0)
-    top_p: float = bounded(0.8, 0.0, 1.0)
-    max_tokens: int = bounded(512, 1)
+    n: int = bounded(3, 1, doc="questions asked per crop")
+    n_examples: int = bounded(15, 0, doc="example questions shown in the prompt")
+    seed_file: str | None = uri(None, doc="one example question per line; null: the packaged list")
+    temperature: float = bounded(0.9, 0.0, doc="sampling temperature")
+    top_p: float = bounded(0.8, 0.0, 1.0, doc="nucleus sampling mass")
+    max_tokens: int = bounded(512, 1, doc="generation limit")
 
 
 @dataclass
 class ValidationConfig:
     """Stage 6: the teacher checks a question on the full image and the crop."""
 
-    temperature: float = bounded(0.3, 0.0)
-    top_p: float = bounded(1.0, 0.0, 1.0)
-    max_tokens: int = bounded(512, 1)
+    temperature: float = bounded(0.3, 0.0, doc="sampling temperature")
+    top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
+    max_tokens: int = bounded(512, 1, doc="generation limit")
 
 
 @dataclass
 class AnswersConfig:
     """Stage 7: every answerer samples ``samples_per_teacher`` answers in one request."""
 
-    samples_per_teacher: int = bounded(4, 1)
-    temperature: float = bounded(0.7, 0.0)
-    top_p: float = bounded(1.0, 0.0, 1.0)
-    max_tokens: int = bounded(768, 1)
+    samples_per_teacher: int = bounded(4, 1, doc="answers sampled per answerer (paper: 4 x 2 teachers)")
+    temperature: float = bounded(0.7, 0.0, doc="sampling temperature")
+    top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
+    max_tokens: int = bounded(768, 1, doc="generation limit")
 
 
 @dataclass
 class ConsensusConfig:
     """Stage 8: keep the question when the largest group of equivalent answers is big enough."""
 
-    threshold: float = bounded(0.75, 0.0, 1.0)  # paper: 6 of 8
-    judge_max_tokens: int = bounded(16, 1)
+    threshold: float = bounded(0.75, 0.0, 1.0, doc="smallest fraction of answers in the largest equivalent group (paper: 6 of 8)")
+    judge_max_tokens: int = bounded(16, 1, doc="generation limit of the equivalence judge")
 
 
 @dataclass
 class OverlayConfig:
     """Stage 9: red box on the full image and the question rewrite."""
 
-    expand_frac: float = bounded(0.05, 0.0)
-    width: int = bounded(5, 1)
-    color: list[int] = listed(255, 0, 0)
+    expand_frac: float = bounded(0.05, 0.0, doc="the drawn box is the grounded box grown by this fraction")
+    width: int = bounded(5, 1, doc="line width in pixels")
+    color: list[int] = listed(255, 0, 0, doc="RGB colour of the box")
 
     def validate(self, where: str) -> None:
         if len(self.color) != 3 or not all(0 <= c <= 255 for c in self.color):
@@ -149,50 +163,52 @@ class OverlayConfig:
 class MCQConfig:
     """Stage 10: teacher-written distractors, shuffled with the answer (seeded)."""
 
-    n_distractors: int = bounded(3, 1, 25)
-    seed: int = 0
-    temperature: float = bounded(0.7, 0.0)
-    top_p: float = bounded(1.0, 0.0, 1.0)
-    max_tokens: int = bounded(256, 1)
+    n_distractors: int = bounded(3, 1, 25, doc="wrong options per question")
+    seed: int = setting(0, doc="seed of the option order")
+    temperature: float = bounded(0.7, 0.0, doc="sampling temperature")
+    top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
+    max_tokens: int = bounded(256, 1, doc="generation limit")
 
 
 @dataclass
 class DifficultyConfig:
     """Stage 11: the student answers K times; items it already gets right are too easy."""
 
-    enabled: bool = True
-    k: int = bounded(4, 1)
-    temperature: float = bounded(1.0, 0.0)
-    top_p: float = bounded(1.0, 0.0, 1.0)
-    max_correct: int = bounded(1, 0)  # drop the item when more than this many samples are correct (paper: >= 2)
-    max_tokens: int = bounded(32, 1)
+    enabled: bool = setting(True, doc="run the difficulty filter (needs models.student)")
+    k: int = bounded(4, 1, doc="student samples per item")
+    temperature: float = bounded(1.0, 0.0, doc="sampling temperature")
+    top_p: float = bounded(1.0, 0.0, 1.0, doc="nucleus sampling mass")
+    max_correct: int = bounded(1, 0, doc="drop the item when more samples than this are correct (paper: >= 2 is too easy)")
+    max_tokens: int = bounded(32, 1, doc="generation limit")
 
 
 @dataclass
 class CPUStagesConfig:
     """Scheduling of the CPU stages (decode, crop, overlay, output): many small tasks."""
 
-    num_cpus: float = bounded(1.0, 0.0)
-    batch_size: int = bounded(4, 1)
+    num_cpus: float = bounded(1.0, 0.0, doc="CPUs per task")
+    batch_size: int = bounded(4, 1, doc="rows per map_batches call")
 
 
 @dataclass
 class SynthConfig:
-    input: InputConfig = field(default_factory=InputConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    proposal: ProposalConfig = field(default_factory=ProposalConfig)
-    crop: CropConfig = field(default_factory=CropConfig)
-    questions: QuestionsConfig = field(default_factory=QuestionsConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    answers: AnswersConfig = field(default_factory=AnswersConfig)
-    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
-    overlay: OverlayConfig = field(default_factory=OverlayConfig)
-    mcq: MCQConfig = field(default_factory=MCQConfig)
-    difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
-    cpu: CPUStagesConfig = field(default_factory=CPUStagesConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    demo: DemoConfig = field(default_factory=DemoConfig)
+    """R2I data synthesis, one section per paper stage."""
+
+    input: InputConfig = section(InputConfig, doc="stage 1: the image pool")
+    output: OutputConfig = section(OutputConfig, doc="kept rows, drops, stats and the resume manifest")
+    models: ModelsConfig = section(ModelsConfig, doc="the engines")
+    proposal: ProposalConfig = section(ProposalConfig, doc="stage 2: object proposal")
+    crop: CropConfig = section(CropConfig, doc="stage 4: micro-crop")
+    questions: QuestionsConfig = section(QuestionsConfig, doc="stage 5: question generation")
+    validation: ValidationConfig = section(ValidationConfig, doc="stage 6: question validation")
+    answers: AnswersConfig = section(AnswersConfig, doc="stage 7: answer sampling")
+    consensus: ConsensusConfig = section(ConsensusConfig, doc="stage 8: consensus filter")
+    overlay: OverlayConfig = section(OverlayConfig, doc="stage 9: red box overlay")
+    mcq: MCQConfig = section(MCQConfig, doc="stage 10: multiple-choice assembly")
+    difficulty: DifficultyConfig = section(DifficultyConfig, doc="stage 11: difficulty filter")
+    cpu: CPUStagesConfig = section(CPUStagesConfig, doc="scheduling of the CPU stages")
+    ray: RayConfig = section(RayConfig, doc="the Ray runtime")
+    demo: DemoConfig = section(DemoConfig, doc="offline demo scenes (laptop)")
 
     def validate(self, where: str) -> None:
         if not self.models.answerers:

@@ -7,11 +7,10 @@ offload on GPU). The paper trains with GRPO at lr 1e-6; the SFT default is 1e-5 
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from zwz_ray.config import ConfigError, RayConfig, bounded, uri
+from zwz_ray.config import ConfigError, RayConfig, bounded, listed, model_ref, section, setting, uri
 from zwz_ray.train.grpo_config import GRPOConfig
 
 # The attention and MLP projections of Qwen-VL decoders (and of Qwen2.5-VL vision MLPs).
@@ -22,19 +21,17 @@ QWEN_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 class TrainDataConfig:
     """The VQA rows written by synthesis (id, image, problem, answer) and how they become tokens."""
 
-    path: str | None = uri("outputs/synth/kept", doc="parquet file or folder (local or fsspec URI)")
-    min_pixels: int = bounded(512 * 512, 1)  # paper: images 512^2 .. 4096^2 pixels
-    max_pixels: int = bounded(4096 * 4096, 1)
-    # A row longer than this (prompt + image tokens + answer) is dropped as "too_long", never cut.
-    max_seq_len: int = bounded(32768, 16)
-    # Rows in the per-epoch shuffle buffer of each worker (seeded by seed + epoch); 0 keeps file order.
-    shuffle_buffer: int = bounded(256, 0)
-    max_image_bytes: int = bounded(64 * 1024 * 1024, 1024)
-    # A Ray Dataset handed to run_distill (e.g. the synthesis pipeline) is re-executed by every epoch
-    # and every retry. "auto" materialises it in the object store first when training runs more than
-    # one epoch, so that all epochs and retries see the same rows without re-running the pipeline;
-    # "never" streams it (one epoch overlaps synthesis and training). Parquet at data.path is re-read.
-    materialize: Literal["auto", "always", "never"] = "auto"
+    path: str | None = uri("outputs/synth/kept", doc="parquet file or folder of synthesis rows (local or fsspec URI)")
+    min_pixels: int = bounded(512 * 512, 1, doc="image processor's pixel floor (paper: 512^2)")
+    max_pixels: int = bounded(4096 * 4096, 1, doc="image processor's pixel ceiling (paper: 4096^2)")
+    max_seq_len: int = bounded(32768, 16, doc="longer rows (prompt + image tokens + answer) are dropped as too_long, never cut")
+    shuffle_buffer: int = bounded(256, 0, doc="rows in each worker's per-epoch shuffle buffer (seeded by seed + epoch); 0 keeps file order")
+    max_image_bytes: int = bounded(64 * 1024 * 1024, 1024, doc="larger encoded images are dropped as bad_image")
+    # A Ray Dataset handed to run_distill (e.g. the synthesis pipeline) is re-executed by every epoch and
+    # every retry; materialising it first makes all epochs and retries see the same rows without re-running
+    # the pipeline, streaming it overlaps synthesis and training. Parquet at data.path is simply re-read.
+    materialize: Literal["auto", "always", "never"] = setting(
+        "auto", doc="a given Ray Dataset: auto materialises it when training runs more than one epoch; never streams it")
 
     def validate(self, where: str) -> None:
         if self.min_pixels > self.max_pixels:
@@ -45,28 +42,25 @@ class TrainDataConfig:
 class TrainerConfig:
     """Workers, batch shape, precision and sharding."""
 
-    objective: Literal["sft", "grpo"] = "sft"  # grpo: the RL recipe, configured in the grpo section
-    num_workers: int = bounded(1, 1)
-    use_gpu: bool = False
-    cpus_per_worker: float = bounded(1.0, 0.0)
-    epochs: int = bounded(3, 1)  # paper: 3 epochs
-    max_steps: int | None = bounded(None, 1)  # optimizer steps; None = run all epochs
-    micro_batch_size: int = bounded(1, 1)  # rows per worker per forward pass
-    grad_accum_steps: int = bounded(1, 1)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 mixed precision on GPU, fp32 on CPU
-    activation_checkpointing: bool = False
-    fsdp_offload: bool = False  # parameters and optimizer state on CPU (GPU only)
-    reshard_after_forward: bool = True
-    freeze_vision: bool = False  # paper: the vision tower is trained too
-    seed: int = 0
-    log_every: int = bounded(1, 1)  # one console line per this many steps
+    objective: Literal["sft", "grpo"] = setting("sft", doc="training objective: sft, or grpo (the RL recipe, see the grpo section)")
+    num_workers: int = bounded(1, 1, doc="Ray Train workers (FSDP2 shards)")
+    use_gpu: bool = setting(False, doc="one GPU per worker (NCCL); false: CPU workers over gloo")
+    cpus_per_worker: float = bounded(1.0, 0.0, doc="CPUs reserved per worker")
+    epochs: int = bounded(3, 1, doc="passes over the rows (paper: 3)")
+    max_steps: int | None = bounded(None, 1, doc="stop after this many optimizer steps; null: run all epochs")
+    micro_batch_size: int = bounded(1, 1, doc="rows per worker per forward pass")
+    grad_accum_steps: int = bounded(1, 1, doc="micro batches per optimizer step")
+    precision: Literal["auto", "bf16", "fp32"] = setting("auto", doc="auto: bf16 mixed precision on GPU, fp32 on CPU")
+    activation_checkpointing: bool = setting(False, doc="recompute activations in backward (less memory, more compute)")
+    fsdp_offload: bool = setting(False, doc="keep parameters and optimizer state on CPU (GPU only)")
+    reshard_after_forward: bool = setting(True, doc="FSDP2: free gathered parameters after forward (less memory, more traffic)")
+    freeze_vision: bool = setting(False, doc="train the language model only (paper: the vision tower is trained too)")
+    seed: int = setting(0, doc="seed of initial weights (LoRA), shuffles and dropout")
+    log_every: int = bounded(1, 1, doc="one console line per this many steps")
     # Ray Train's controller collects each step's ray.train.report when it polls the workers (every 2 s by
     # default) and a worker's next report waits for that: steps faster than the poll are slowed to it.
-    # A value here sets RAY_TRAIN_HEALTH_CHECK_INTERVAL_S for this job unless the environment already does.
-    controller_poll_s: float | None = bounded(None, 0.01)
-    # TESTING ONLY: the last worker raises right after this optimizer step on a run that did not
-    # resume from a checkpoint. Off (None) by default; used to test crash recovery.
-    fault_injection_step: int | None = bounded(None, 1)
+    controller_poll_s: float | None = bounded(
+        None, 0.01, doc="sets RAY_TRAIN_HEALTH_CHECK_INTERVAL_S for this job unless the environment does; null: Ray's 2 s")
 
     @property
     def global_batch_size(self) -> int:
@@ -83,15 +77,15 @@ class TrainerConfig:
 class OptimConfig:
     """AdamW and the learning-rate schedule."""
 
-    # SFT default. The paper's GRPO recipe uses lr 1e-6 (constant); SFT on short answers tolerates 10x more.
-    lr: float = bounded(1e-5, 0.0)
-    weight_decay: float = bounded(1e-2, 0.0)  # paper
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = bounded(1e-8, 0.0)
-    grad_clip: float = bounded(1.0, 0.0)  # paper; 0 disables clipping
-    schedule: Literal["constant", "cosine"] = "constant"  # paper: constant
-    warmup_steps: int = bounded(0, 0)
-    min_lr_ratio: float = bounded(0.0, 0.0, 1.0)  # cosine floor as a fraction of lr
+    # The paper's GRPO recipe uses lr 1e-6 (constant); SFT on short answers tolerates 10x more.
+    lr: float = bounded(1e-5, 0.0, doc="peak learning rate (the SFT default; the paper's GRPO uses 1e-6)")
+    weight_decay: float = bounded(1e-2, 0.0, doc="AdamW weight decay (paper: 1e-2)")
+    betas: list[float] = listed(0.9, 0.999, doc="AdamW betas")
+    eps: float = bounded(1e-8, 0.0, doc="AdamW epsilon")
+    grad_clip: float = bounded(1.0, 0.0, doc="gradient norm clip (paper: 1.0); 0 disables clipping")
+    schedule: Literal["constant", "cosine"] = setting("constant", doc="learning-rate schedule after warm-up (paper: constant)")
+    warmup_steps: int = bounded(0, 0, doc="linear warm-up steps")
+    min_lr_ratio: float = bounded(0.0, 0.0, 1.0, doc="cosine floor as a fraction of lr")
 
     def validate(self, where: str) -> None:
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
@@ -102,55 +96,49 @@ class OptimConfig:
 class LoraConfig:
     """Low-rank adapters via peft. Off by default: the paper fine-tunes all weights."""
 
-    enabled: bool = False
-    rank: int = bounded(16, 1)
-    alpha: float = bounded(32.0, 0.0)
-    dropout: float = bounded(0.05, 0.0, 1.0)
-    target_modules: list[str] = field(default_factory=lambda: list(QWEN_LORA_TARGETS))
-    # Adapters go into the language model only unless this is true.
-    include_vision: bool = False
-    # Final export: "merged" (a plain HF model), "adapter" (peft adapter only) or "both".
-    export: Literal["merged", "adapter", "both"] = "merged"
+    enabled: bool = setting(False, doc="train LoRA adapters instead of all weights")
+    rank: int = bounded(16, 1, doc="adapter rank")
+    alpha: float = bounded(32.0, 0.0, doc="adapter scaling (alpha / rank)")
+    dropout: float = bounded(0.05, 0.0, 1.0, doc="dropout on the adapters' input")
+    target_modules: list[str] = listed(*QWEN_LORA_TARGETS, doc="module names that get adapters")
+    include_vision: bool = setting(False, doc="also put adapters into the vision tower (default: the language model only)")
+    export: Literal["merged", "adapter", "both"] = setting("merged", doc="export: merged (a plain HF model), adapter (peft) or both")
 
 
 @dataclass
 class CheckpointConfig:
     """Where Ray Train keeps checkpoints; the same storage_path + run_name resumes a run."""
 
-    storage_path: str = uri("outputs/distill/runs", doc="local folder or fsspec URI (s3://, gs://)")
-    run_name: str = "distill"
-    every_steps: int = bounded(50, 1)
-    num_to_keep: int = bounded(2, 1)
-    max_failures: int = bounded(0, -1)  # worker crashes retried from the last checkpoint; -1 = forever
-
-    def resolved_storage_path(self) -> str:
-        """Ray Train needs an absolute local path (URIs pass unchanged)."""
-        return self.storage_path if "://" in self.storage_path else os.path.abspath(self.storage_path)
+    storage_path: str = uri("outputs/distill/runs", doc="Ray Train storage: local folder or fsspec URI (s3://, gs://)")
+    run_name: str = setting("distill", doc="run folder under storage_path; a re-run with the same name resumes")
+    every_steps: int = bounded(50, 1, doc="checkpoint every this many optimizer steps (and at the end)")
+    num_to_keep: int = bounded(2, 1, doc="checkpoints kept; older ones are deleted")
+    max_failures: int = bounded(0, -1, doc="worker crashes retried from the last checkpoint; -1: forever")
 
 
 @dataclass
 class OutputConfig:
     """Metrics, summary and the exported Hugging Face model."""
 
-    dir: str = uri("outputs/distill/laptop", doc="local folder or fsspec URI")
-    export: bool = True  # write <dir>/model (save_pretrained of model + processor)
-    export_dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bfloat16 after bf16 training
-    tensorboard: bool = True  # event files under <dir>/tensorboard when the package is installed
+    dir: str = uri("outputs/distill/laptop", doc="metrics, summary and exports: local folder or fsspec URI")
+    export: bool = setting(True, doc="write <dir>/model (save_pretrained of model + processor)")
+    export_dtype: Literal["auto", "float32", "bfloat16"] = setting("auto", doc="dtype of the export; auto: bfloat16 after bf16 training")
+    tensorboard: bool = setting(True, doc="event files under <dir>/tensorboard when the package is installed")
 
 
 @dataclass
 class DistillConfig:
     """Distil R2I rows into a student VLM with Ray Train (SFT now; GRPO shares the loop)."""
 
-    student: str = "tiny:qwen2_5_vl"
-    data: TrainDataConfig = field(default_factory=TrainDataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
+    student: str = model_ref("tiny:qwen2_5_vl", doc="the student: HF id, local directory, URI or tiny:<family>")
+    data: TrainDataConfig = section(TrainDataConfig, doc="the training rows")
+    trainer: TrainerConfig = section(TrainerConfig, doc="workers, batch shape, precision and sharding")
+    optim: OptimConfig = section(OptimConfig, doc="AdamW and the learning-rate schedule")
+    lora: LoraConfig = section(LoraConfig, doc="low-rank adapters (off: full fine-tuning)")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, doc="checkpoints and resume")
+    output: OutputConfig = section(OutputConfig, doc="metrics, summary and the exported model")
+    grpo: GRPOConfig = section(GRPOConfig, doc="the GRPO recipe (trainer.objective: grpo)")
+    ray: RayConfig = section(RayConfig, doc="the Ray runtime")
 
     def validate(self, where: str) -> None:
         if self.lora.enabled and self.lora.include_vision and self.trainer.freeze_vision:

@@ -11,9 +11,8 @@ exactly that many rows before encoding anything.
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from zwz_ray.logs import get_logger
@@ -67,19 +66,6 @@ class ShardRows:
             kwargs.update(local_shuffle_buffer_size=self.shuffle_buffer, local_shuffle_seed=self.seed + epoch)
         for table in self.shard.iter_batches(**kwargs):
             yield from table.to_pylist()
-
-
-class ListRows:
-    """Rows held in memory (benchmarks, unit tests) with a seeded per-epoch shuffle."""
-
-    def __init__(self, rows: Iterable[dict], shuffle: bool, seed: int):
-        self.data, self.shuffle, self.seed = list(rows), shuffle, seed
-
-    def rows(self, epoch: int) -> Iterator[dict]:
-        order = list(range(len(self.data)))
-        if self.shuffle:
-            random.Random(self.seed + epoch).shuffle(order)
-        return (self.data[i] for i in order)
 
 
 class StepBatches:

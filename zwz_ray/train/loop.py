@@ -34,10 +34,6 @@ from zwz_ray.train.optim import make_optimizer, make_scheduler
 log = get_logger(__name__)
 
 
-class InjectedFault(RuntimeError):
-    """Raised by ``trainer.fault_injection_step`` (tests of crash recovery only)."""
-
-
 @dataclass
 class WorkerContext:
     """What the loop needs from its runtime (Ray Train or a plain process group)."""
@@ -169,9 +165,6 @@ class DistillLoop:
 
     def _after_step(self, record: dict) -> None:
         self.metrics.add(record)
-        fault = self.cfg.trainer.fault_injection_step
-        if fault == self.step and self.resumed_from is None and self.ctx.rank == self.ctx.world_size - 1:
-            raise InjectedFault(f"fault injection: worker {self.ctx.rank} fails after step {self.step} (trainer.fault_injection_step)")
         every = self.cfg.checkpoint.every_steps
         save = self.step % every == 0 or self._done()
         self.ctx.report(record, self.save if save else None)

@@ -8,23 +8,20 @@ without being written to storage first.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from zwz_ray.config import ConfigError, to_dict
+from zwz_ray import uris
+from zwz_ray.config import ConfigError, resolve_paths, to_dict
 from zwz_ray.logs import get_logger
-from zwz_ray.runtime import init_ray, require_gpus
 from zwz_ray.train.config import DistillConfig
-from zwz_ray.train.data import ingest_config, read_rows
-from zwz_ray.train.examples import REQUIRED_COLUMNS
-from zwz_ray.train.export import ADAPTER_DIR, MODEL_DIR, is_remote, join_uri
 from zwz_ray.train.grpo_config import grpo_total_updates
-from zwz_ray.train.reward import reward_plot
-from zwz_ray.train.worker import train_loop_per_worker
+
+# Ray, Ray Train and torch (through the worker, data and export modules) are imported inside the functions
+# that run the job, so that ``import zwz_ray.train`` (and ``python -m pipelines.distill --help``) stays light.
 
 log = get_logger(__name__)
 
@@ -50,25 +47,10 @@ class DistillResult:
         return self.history[-1]["loss"] if self.history else None
 
 
-def _absolute(path: str | None) -> str | None:
-    if path is None or "://" in path:
-        return path
-    return os.path.abspath(os.path.expanduser(path))
-
-
-def resolve_paths(cfg: DistillConfig) -> DistillConfig:
-    """Workers run in other folders (and processes): make local paths absolute."""
-    cfg = dataclasses.replace(cfg)
-    cfg.data = dataclasses.replace(cfg.data, path=_absolute(cfg.data.path))
-    cfg.output = dataclasses.replace(cfg.output, dir=_absolute(cfg.output.dir))
-    cfg.checkpoint = dataclasses.replace(cfg.checkpoint, storage_path=cfg.checkpoint.resolved_storage_path())
-    if os.path.isdir(os.path.expanduser(cfg.student)):
-        cfg.student = _absolute(cfg.student)
-    return cfg
-
-
 def given_rows(cfg: DistillConfig, dataset: Any) -> Any:
     """The training columns of a given dataset, materialised when its epochs (or retries) would re-run it."""
+    from zwz_ray.train.examples import REQUIRED_COLUMNS
+
     ds = dataset.select_columns(list(REQUIRED_COLUMNS))
     mode = cfg.data.materialize
     if mode == "always" or (mode == "auto" and cfg.trainer.epochs > 1):
@@ -129,9 +111,12 @@ def make_trainer(cfg: DistillConfig, ds: Any, total_steps: int | None) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from zwz_ray.train.data import ingest_config
+    from zwz_ray.train.worker import train_loop_per_worker
+
     t, c = cfg.trainer, cfg.checkpoint
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
-    tb = join_uri(cfg.output.dir, "tensorboard") if cfg.output.tensorboard and not is_remote(cfg.output.dir) else None
+    tb = uris.join(cfg.output.dir, "tensorboard") if cfg.output.tensorboard and not uris.is_remote(cfg.output.dir) else None
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": to_dict(cfg), "total_steps": total_steps, "tensorboard_dir": tb},
@@ -146,7 +131,11 @@ def make_trainer(cfg: DistillConfig, ds: Any, total_steps: int | None) -> Any:
 
 def run_distill(cfg: DistillConfig, dataset: Any = None) -> DistillResult:
     """Distil rows (``data.path`` or ``dataset``) into ``cfg.student`` on Ray Train."""
-    cfg = resolve_paths(cfg)
+    from zwz_ray.runtime import init_ray, require_gpus
+    from zwz_ray.train.data import read_rows
+    from zwz_ray.train.export import ADAPTER_DIR, MODEL_DIR
+
+    cfg = resolve_paths(cfg)  # workers run in other folders (and processes)
     if dataset is None and not cfg.data.path:
         raise ConfigError("data.path is empty and no dataset was given")
     init_ray(cfg.ray)
@@ -177,19 +166,21 @@ def run_distill(cfg: DistillConfig, dataset: Any = None) -> DistillResult:
 
 def write_outputs(cfg: DistillConfig, res: DistillResult, out: dict, wall_s: float) -> None:
     """metrics.jsonl, distill_summary.json and a loss plot in ``output.dir``."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(cfg.output.dir)
+    fs, root = uris.filesystem(cfg.output.dir)
     fs.makedirs(root, exist_ok=True)
-    res.metrics_path, res.summary_path = join_uri(cfg.output.dir, METRICS_FILE), join_uri(cfg.output.dir, SUMMARY_FILE)
-    with fs.open(join_uri(root, METRICS_FILE), "w") as fh:
+    res.metrics_path, res.summary_path = uris.join(cfg.output.dir, METRICS_FILE), uris.join(cfg.output.dir, SUMMARY_FILE)
+    with fs.open(f"{root}/{METRICS_FILE}", "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in res.history)
-    with fs.open(join_uri(root, SUMMARY_FILE), "w") as fh:
+    with fs.open(f"{root}/{SUMMARY_FILE}", "w") as fh:
         json.dump(summary(cfg, res, out, wall_s), fh, indent=2)
-    grpo = cfg.trainer.objective == "grpo"
-    plot, plot_file = (reward_plot(res.history), "reward.png") if grpo else (loss_plot(res.history), PLOT_FILE)
+    if cfg.trainer.objective == "grpo":
+        from zwz_ray.train.reward import reward_plot
+
+        plot, plot_file = reward_plot(res.history), "reward.png"
+    else:
+        plot, plot_file = loss_plot(res.history), PLOT_FILE
     if plot:
-        with fs.open(join_uri(root, plot_file), "wb") as fh:
+        with fs.open(f"{root}/{plot_file}", "wb") as fh:
             fh.write(plot)
     log.info("done: %d steps, final loss %s, dropped %s; summary in %s", res.steps,
              f"{res.final_loss:.4f}" if res.final_loss is not None else "n/a", res.dropped, res.summary_path)

@@ -26,7 +26,7 @@ import pyarrow as pa
 from PIL import Image
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.engines import ChatRequest, ChatResult, Engine, parse_json
+from zwz_ray.engines import ChatRequest, ChatResult, Engine, SamplingParams, parse_json
 from zwz_ray.images import ImageDecodeError, decode_image, fit_pixels, read_bytes
 from zwz_ray.logs import get_logger
 from zwz_ray.synth.accounting import COUNTERS, add_usage, stats_delta
@@ -136,6 +136,11 @@ def loosen(schema: object) -> object:
 def parse_reply(text: str, schema: dict) -> tuple[Any | None, str | None]:
     """The reply's JSON value if it has the schema's shape (types, required keys, enums)."""
     return parse_json(text, loosen(schema))
+
+
+def sampling(cfg: Any, seed: int, n: int = 1) -> SamplingParams:
+    """``n`` samples with a stage config's ``temperature``, ``top_p`` and ``max_tokens``."""
+    return SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed)
 
 
 def stable_seed(*parts: object, base_seed: int = 0) -> int:

@@ -8,11 +8,11 @@ import re
 from typing import Any
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.engines import ChatRequest, SamplingParams, user_message
+from zwz_ray.engines import ChatRequest, user_message
 from zwz_ray.prompts import proposal_prompt
 from zwz_ray.synth.columns import child
 from zwz_ray.synth.config import InputConfig, ProposalConfig
-from zwz_ray.synth.stages.base import IMAGE, OBJECT, ModelStage, SourceImages, bounded_array, bounded_string, json_object
+from zwz_ray.synth.stages.base import IMAGE, OBJECT, ModelStage, SourceImages, bounded_array, bounded_string, json_object, sampling
 
 NAME_MIN_CHARS, NAME_MAX_CHARS = 2, 49  # the paper keeps object names of 2..49 characters
 
@@ -70,10 +70,6 @@ def clean_object_names(names: Any, min_chars: int = NAME_MIN_CHARS, max_chars: i
     return out
 
 
-def _sampling(cfg, seed: int, n: int = 1) -> SamplingParams:
-    return SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed)
-
-
 class Proposal(ModelStage):
     """Stage 2: the teacher lists distinct objects that appear once; the image fans out to objects."""
 
@@ -95,7 +91,7 @@ class Proposal(ModelStage):
             if image is not None:
                 asked.append(row)
                 message = user_message(proposal_prompt(self.cfg.max_objects), [self.fit(image)])
-                requests.append(ChatRequest([message], _sampling(self.cfg, self.seed(row)), self.schema, row["source"]))
+                requests.append(ChatRequest([message], sampling(self.cfg, self.seed(row)), self.schema, row["source"]))
         fanned = {id(row): out for row, out in zip(asked, map(self._objects, asked, self.chat(requests)))}
         return [fanned.get(id(row), [row]) for row in rows]
 

@@ -5,12 +5,12 @@ the object fans out to one row per question.
 from __future__ import annotations
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.engines import ChatRequest, SamplingParams, as_pil, user_message
+from zwz_ray.engines import ChatRequest, as_pil, user_message
 from zwz_ray.prompts import QUESTION_TYPES, load_seed_questions, question_prompt, sample_examples
 from zwz_ray.replies import normalize_answer
 from zwz_ray.synth.columns import child
 from zwz_ray.synth.config import QuestionsConfig
-from zwz_ray.synth.stages.base import OBJECT, QUESTION, ModelStage, bounded_array, bounded_string, json_object, stable_seed
+from zwz_ray.synth.stages.base import OBJECT, QUESTION, ModelStage, bounded_array, bounded_string, json_object, sampling, stable_seed
 
 QUESTION_MAX_CHARS = 160
 
@@ -22,10 +22,6 @@ def questions_schema(n: int = 3) -> dict:
 
 
 QUESTIONS_SCHEMA = questions_schema()
-
-
-def _sampling(cfg, seed: int, n: int = 1) -> SamplingParams:
-    return SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed)
 
 
 class Questions(ModelStage):
@@ -50,7 +46,7 @@ class Questions(ModelStage):
     def process(self, rows: list[dict]) -> list[list[dict]]:
         requests = [
             ChatRequest([user_message(self._prompt(row), [self.fit(as_pil(row["crop"]))])],
-                        _sampling(self.cfg, self.seed(row)), self.schema, f"{row['source']}#{row['object_index']}")
+                        sampling(self.cfg, self.seed(row)), self.schema, f"{row['source']}#{row['object_index']}")
             for row in rows
         ]
         return [self._questions(row, result) for row, result in zip(rows, self.chat(requests))]

@@ -5,17 +5,13 @@ only when all four criteria hold.
 from __future__ import annotations
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.engines import ChatRequest, SamplingParams, as_pil, user_message
+from zwz_ray.engines import ChatRequest, as_pil, user_message
 from zwz_ray.prompts import validation_prompt
 from zwz_ray.synth.config import InputConfig, ValidationConfig
-from zwz_ray.synth.stages.base import QUESTION, ModelStage, SourceImages, bounded_string, json_object, yes_no
+from zwz_ray.synth.stages.base import QUESTION, ModelStage, SourceImages, bounded_string, json_object, sampling, yes_no
 
 REASON_MAX_CHARS = 300
 VALIDATION_SCHEMA = json_object(reason=bounded_string(REASON_MAX_CHARS), valid=yes_no())
-
-
-def _sampling(cfg, seed: int, n: int = 1) -> SamplingParams:
-    return SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed)
 
 
 class Validation(ModelStage):
@@ -40,7 +36,7 @@ class Validation(ModelStage):
             images = [self.fit(full), self.fit(as_pil(row["crop"]))]  # prompts.VALIDATION_IMAGE_ORDER
             message = user_message(validation_prompt(row["question"]), images)
             asked.append(row)
-            requests.append(ChatRequest([message], _sampling(self.cfg, self.seed(row)), VALIDATION_SCHEMA))
+            requests.append(ChatRequest([message], sampling(self.cfg, self.seed(row)), VALIDATION_SCHEMA))
         for row, result in zip(asked, self.chat(requests)):
             value = self.reply(row, result, VALIDATION_SCHEMA)
             if value is None:

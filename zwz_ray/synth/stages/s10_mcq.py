@@ -10,11 +10,11 @@ import random
 from dataclasses import dataclass
 
 from zwz_ray.config import EngineConfig
-from zwz_ray.engines import ChatRequest, SamplingParams, as_pil, user_message
+from zwz_ray.engines import ChatRequest, as_pil, user_message
 from zwz_ray.prompts import distractor_prompt, mcq_problem
 from zwz_ray.replies import normalize_answer
 from zwz_ray.synth.config import MCQConfig
-from zwz_ray.synth.stages.base import QUESTION, ModelStage, Stage, bounded_array, bounded_string, json_object, stable_seed
+from zwz_ray.synth.stages.base import QUESTION, ModelStage, Stage, bounded_array, bounded_string, json_object, sampling, stable_seed
 from zwz_ray.synth.stages.s07_answers import ANSWER_MAX_CHARS  # an option is an answer: the same bound
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -94,10 +94,6 @@ def build_mcq(question: str, correct: str, distractors: list, seed: int, n: int 
 # --------------------------------------------------------------------------- the stages
 
 
-def _sampling(cfg, seed: int, n: int = 1) -> SamplingParams:
-    return SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed)
-
-
 class Distractors(ModelStage):
     """Stage 10, first half: the teacher writes wrong options while looking at the overlay image."""
 
@@ -115,7 +111,7 @@ class Distractors(ModelStage):
         requests = [
             ChatRequest([user_message(distractor_prompt(row["question"], row["answer_text"], self.cfg.n_distractors),
                                       [self.fit(as_pil(row["image"]))])],
-                        _sampling(self.cfg, self.seed(row)), self.schema)
+                        sampling(self.cfg, self.seed(row)), self.schema)
             for row in rows
         ]
         for row, result in zip(rows, self.chat(requests)):

@@ -1,7 +1,18 @@
-"""``Sam3PilImageProcessor``: SAM3 image pre/post-processing that needs no torchvision."""
+"""Processors that work without torchvision: the SAM3 PIL image processor, an inert video processor,
+and the assembly of a saved processor from its parts.
+
+Without torchvision, transformers can create neither video processors (which the Qwen-VL processors
+require) nor the SAM3 image processor. A leaf of ``zwz_ray.models``: it imports no other module of
+the package.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,3 +101,60 @@ class Sam3PilImageProcessor(ImageProcessingMixin):
                 result["masks"] = (probs > mask_threshold).long()
             results.append(result)
         return results
+
+
+def inert_video_processor(video_config: dict) -> Any:
+    """A ``BaseVideoProcessor`` carrying the saved settings; it stands in where torchvision is missing."""
+    import transformers.processing_utils as processing_utils
+    from transformers.video_processing_utils import BaseVideoProcessor, VideoProcessorMixin
+
+    # transformers only exports VideoProcessorMixin with torchvision; processors type-check against it.
+    if not hasattr(processing_utils.transformers_module, "VideoProcessorMixin"):
+        processing_utils.transformers_module.VideoProcessorMixin = VideoProcessorMixin
+    settings = {k: v for k, v in video_config.items() if k != "video_processor_type"}
+    return BaseVideoProcessor(**settings)
+
+
+def has_torchvision() -> bool:
+    return importlib.util.find_spec("torchvision") is not None
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def processor_without_torchvision(path: str) -> Any:
+    """Assemble the processor saved at ``path`` (a local dir or hub id) from its PIL image processor
+    (``Sam3PilImageProcessor`` for SAM3), its tokenizer and an inert video processor."""
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    if not os.path.isdir(path):  # a hub id: its small config files from the hub or the local HF cache
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(path, allow_patterns=["*.json", "*.jinja", "*.txt"])
+    root = Path(path)
+    config = _read_json(root / "processor_config.json")
+    name = (
+        config.get("processor_class")
+        or _read_json(root / "preprocessor_config.json").get("processor_class")
+        or _read_json(root / "tokenizer_config.json").get("processor_class")
+    )
+    processor_class = getattr(transformers, name or "", None)
+    if processor_class is None:
+        raise OSError(f"no processor class recorded in {path!r}; cannot assemble a processor without torchvision")
+    parts: dict[str, Any] = {"tokenizer": AutoTokenizer.from_pretrained(path)}
+    if name == "Sam3Processor":
+        image_config = config.get("image_processor") or _read_json(root / "preprocessor_config.json")
+        parts["image_processor"] = Sam3PilImageProcessor(**image_config)
+    else:
+        parts["image_processor"] = AutoImageProcessor.from_pretrained(path)
+    if "video_processor" in processor_class.get_attributes():
+        video_config = config.get("video_processor") or _read_json(root / "video_preprocessor_config.json")
+        parts["video_processor"] = inert_video_processor(video_config)
+    accepted = inspect.signature(processor_class.__init__).parameters
+    template = root / "chat_template.jinja"
+    if template.is_file() and "chat_template" in accepted:
+        parts["chat_template"] = template.read_text()
+    extra = {k: v for k, v in config.items() if k in accepted}
+    return processor_class(**{**extra, **parts})
