@@ -249,3 +249,50 @@ def test_online_filtering_drops_all_equal_groups_and_refills(process_group):
     assert record["filtered_groups"] == 2 and record["zero_variance_groups"] == 0.5 and record["updates"] == 1
     assert record["samples"] == 8 and math.isfinite(record["loss"])  # 4 groups sampled, 2 trained
     recipe.close()
+
+
+def test_kl_to_a_frozen_reference_and_seq_mean_aggregation(process_group):
+    from train_rows import ListRows
+
+    from zwz_ray.train.grpo import GRPORecipe
+    from zwz_ray.train.loop import WorkerContext
+
+    cfg = grpo_config(kl_coef=0.5, loss_agg="seq-mean-token-mean", rollout_batch_prompts=2, mini_batch_prompts=1,
+                      reward={"function": f"{__file__}:flat_or_checksum"})
+    recipe = GRPORecipe(cfg, WorkerContext(0, 1, torch.device("cpu")), ListRows(rows(2), False, 0))
+    recipe.setup()
+    assert recipe.reference is not None and not any(p.requires_grad for p in recipe.reference.parameters())
+    recipe.train()
+    (record,) = recipe.metrics.history
+    # update 1 starts from the reference (KL 0), update 2 has moved away from it
+    assert record["updates"] == 2 and record["kl"] > 0 and math.isfinite(record["loss"])
+    assert record["loss"] == pytest.approx(record["pg_loss"] + 0.5 * record["kl"])
+    recipe.close()
+
+
+def test_lora_is_merged_into_the_weight_stream(process_group, vlm):
+    import copy
+
+    from zwz_ray.train.config import LoraConfig, TrainerConfig
+    from zwz_ray.train.parallel import apply_lora, shard_model
+    from zwz_ray.train.rollout import full_weights
+
+    model, _ = vlm
+    torch.manual_seed(0)
+    peft_model = apply_lora(copy.deepcopy(model), LoraConfig(enabled=True, rank=4, dropout=0.0))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # adapters start at B = 0; make them matter
+    ids = torch.tensor([[1, 98, 96, 273, 212, 9]])
+    with torch.no_grad():
+        expected = peft_model.get_base_model().model.language_model(input_ids=ids).last_hidden_state
+    sharded = shard_model(peft_model, TrainerConfig(precision="fp32"), torch.device("cpu"))
+    stream = dict(full_weights(sharded, torch.device("cpu")))
+    plain = copy.deepcopy(model)
+    assert set(stream) == {n for n, _ in plain.named_parameters()}  # plain HF names: no lora_, no base_layer
+    missing, unexpected = plain.load_state_dict(stream, strict=False)
+    assert not unexpected and not [k for k in missing if k not in stream]
+    with torch.no_grad():
+        got = plain.model.language_model(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)

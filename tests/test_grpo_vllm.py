@@ -101,7 +101,7 @@ def test_colocated_vllm_rollouts_on_gpu(tmp_path, ray_session):
                     "controller_poll_s": 0.1},
         "optim": {"lr": 1e-4},
         "grpo": {"rollout_batch_prompts": 4, "mini_batch_prompts": 2,
-                 "rollout": {"engine": "vllm", "n": 4, "max_response_tokens": 16, "kv_cache_memory_bytes": 1 << 28,
+                 "rollout": {"engine": "vllm", "n": 4, "max_response_tokens": 16, "max_prompt_tokens": 1024, "kv_cache_memory_bytes": 1 << 28,
                              "enforce_eager": True}},
         "checkpoint": {"storage_path": str(tmp_path / "runs"), "run_name": "vllm"},
         "output": {"dir": str(tmp_path / "out"), "tensorboard": False}})
