@@ -210,12 +210,17 @@ def test_rollouts_are_seeded_per_response_and_never_emit_image_tokens(vlm):
     plain = biased.generate(input_ids=p1.input_ids[None], attention_mask=torch.ones(1, len(p1.input_ids), dtype=torch.long),
                             pixel_values=p1.pixel_values, image_grid_thw=p1.image_grid_thw, max_new_tokens=2, do_sample=False)
     assert image_id in plain[0, len(p1.input_ids):].tolist()  # without the ban the model would emit it
-    engine = HFRollout(biased, processor, RolloutConfig(n=3, max_response_tokens=6, temperature=1.0), torch.device("cpu"))
+    engine = HFRollout(biased, processor, RolloutConfig(n=3, max_response_tokens=6, hf_batch_prompts=1), torch.device("cpu"))
     both, alone = engine.generate([p1, p2], epoch=0), engine.generate([p2], epoch=0)
     assert [r.tolist() for r in both[1].responses] == [r.tolist() for r in alone[0].responses]  # independent of batch
     assert len({tuple(r.tolist()) for r in both[0].responses}) > 1  # sample index changes the draw
     assert engine.generate([p1], epoch=1)[0].responses[0].tolist() != both[0].responses[0].tolist()  # so does the epoch
     assert all(image_id not in r.tolist() for g in both for r in g.responses)
+    batched = HFRollout(copy.deepcopy(biased), processor, RolloutConfig(n=3, max_response_tokens=6, hf_batch_prompts=2),
+                        torch.device("cpu")).generate([p1, encode({**rows(1, MCQ)[0], "id": "long"}), p2], epoch=0)
+    assert [len(g.responses) for g in batched] == [3, 3, 3] and batched[0].prompt.id == p1.id
+    assert [r.tolist() for r in batched[2].responses] == [r.tolist() for r in alone[0].responses]  # a batch of its own
+    assert all(image_id not in r.tolist() for g in batched for r in g.responses)
     greedy = HFRollout(biased, processor, RolloutConfig(n=2, max_response_tokens=4, temperature=0.0), torch.device("cpu"))
     assert all(image_id not in r.tolist() for r in greedy.generate([p1], 0)[0].responses)
 

@@ -100,14 +100,15 @@ def process_group(tmp_path_factory):
 
 
 def config(tmp: Path, name: str, workers: int, **trainer) -> DistillConfig:
-    """8 prompts per RL step in ONE update (which prompts share an update must not depend on the split)."""
+    """8 prompts per RL step in ONE update (which prompts share an update must not depend on the split); each
+    prompt's responses generated on their own (``hf_batch_prompts: 1``), so draws are bit-identical across splits."""
     return from_dict(DistillConfig, {
         "student": "tiny:qwen2_5_vl", "data": {"path": str(tmp / "rows"), "min_pixels": 3136, "max_pixels": 3136, "shuffle_buffer": 8},
         "trainer": {"objective": "grpo", "num_workers": workers, "max_steps": 4, "epochs": 10, "micro_batch_size": 4,
                     "precision": "fp32", "controller_poll_s": 0.1, **trainer},
         "optim": {"lr": 3e-3},
         "grpo": {"rollout_batch_prompts": 8, "mini_batch_prompts": 8, "logprob_micro_batch": 8,
-                 "rollout": {"n": 4, "max_response_tokens": 8}, "reward": {"function": DIGITS}},
+                 "rollout": {"n": 4, "max_response_tokens": 8, "hf_batch_prompts": 1}, "reward": {"function": DIGITS}},
         "checkpoint": {"storage_path": str(tmp / "runs"), "run_name": name, "every_steps": 2, "max_failures": 1},
         "output": {"dir": str(tmp / name), "tensorboard": False}})
 

@@ -34,6 +34,9 @@ class RolloutConfig:
     seed: int = setting(1, doc=(
         "the seed of sample i of prompt p in epoch e is a hash of (seed, e, p's id, i): never of the worker's rank, "
         "so any number of workers draws the same responses"))
+    hf_batch_prompts: int = bounded(8, 1, doc=(
+        "hf: prompts per generate call (left-padded together); 1 makes responses bit-identical for any worker count, "
+        "more is faster but padding changes the logits' last bits"))
     # vllm engine
     generate_batch_prompts: int = bounded(96, 1, doc="vllm: prompts per LLM.generate call (the paper: 96)")
     gpu_memory_utilization: float = bounded(0.6, 0.05, 1.0, doc="vllm: fraction of GPU memory for weights + KV cache (the paper: 0.6)")

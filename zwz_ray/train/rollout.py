@@ -10,9 +10,11 @@ so CPU tests exercise the sync path the GPU engine uses. The cost is one more co
 per worker: fine for small students; large ones use the vllm engine.
 
 Sampling is seeded per response: sample ``i`` of prompt ``p`` in epoch ``e`` draws from its own
-generator seeded by :func:`sample_seed` (never by the worker's rank), and the ``n`` responses of a
-prompt are generated together in one ``generate`` call of their own, so the same prompt yields the
-same responses on any worker, with any number of workers. Sampling happens in a logits processor
+generator seeded by :func:`sample_seed` (never by the worker's rank), so the same prompt yields the
+same responses on any worker, with any number of workers. With ``grpo.rollout.hf_batch_prompts: 1``
+(each prompt's ``n`` responses in a ``generate`` call of their own) the draws are bit-identical;
+batching several prompts (left-padded) is faster, and padding and batch shape may then change the
+logits' last bits and, rarely, a draw. Sampling happens in a logits processor
 (temperature, top_p, then one draw per row) and ``generate`` runs greedy over its output; image and
 video placeholder tokens are masked out, so the model never emits one.
 """
@@ -271,33 +273,45 @@ class HFRollout:
 
     @torch.no_grad()
     def generate(self, prompts: list[Prompt], epoch: int) -> list[Group]:
-        return [self._group(p, epoch) for p in prompts]
+        size = self.cfg.hf_batch_prompts
+        return [g for i in range(0, len(prompts), size) for g in self._groups(prompts[i:i + size], epoch)]
 
-    def _group(self, prompt: Prompt, epoch: int) -> Group:
+    def _groups(self, prompts: list[Prompt], epoch: int) -> list[Group]:
+        """One ``generate`` call for the ``n`` responses of each prompt, prompts left-padded to one length."""
         from transformers import GenerationConfig
 
         n, c = self.cfg.n, self.cfg
-        gens = [torch.Generator(device=self.device).manual_seed(sample_seed(c.seed, epoch, prompt.id, i)) for i in range(n)]
-        inputs = {"input_ids": prompt.input_ids.unsqueeze(0).repeat(n, 1),
-                  "attention_mask": torch.ones(n, len(prompt.input_ids), dtype=torch.long),
-                  "pixel_values": prompt.pixel_values.repeat(n, *([1] * (prompt.pixel_values.dim() - 1)))}
-        if prompt.image_grid_thw is not None:
-            inputs["image_grid_thw"] = prompt.image_grid_thw.repeat(n, 1)
-        if prompt.mm_token_type_ids is not None:
-            inputs["mm_token_type_ids"] = prompt.mm_token_type_ids.unsqueeze(0).repeat(n, 1)
         pad = self.processor.tokenizer.pad_token_id
-        gen_cfg = GenerationConfig(do_sample=False, max_new_tokens=c.max_response_tokens, eos_token_id=self.ends,
-                                   pad_token_id=pad if pad is not None else self.ends[0])
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        out = self.model.generate(**inputs, generation_config=gen_cfg,
+        pad = pad if pad is not None else self.ends[0]
+        width = max(len(p.input_ids) for p in prompts)
+        rows = [(p, i) for p in prompts for i in range(n)]
+        gens = [torch.Generator(device=self.device).manual_seed(sample_seed(c.seed, epoch, p.id, i)) for p, i in rows]
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        mm = torch.zeros((len(rows), width), dtype=torch.long) if prompts[0].mm_token_type_ids is not None else None
+        for k, (p, _) in enumerate(rows):
+            input_ids[k, width - len(p.input_ids):], attention[k, width - len(p.input_ids):] = p.input_ids, 1
+            if mm is not None:
+                mm[k, width - len(p.input_ids):] = p.mm_token_type_ids
+        inputs = {"input_ids": input_ids, "attention_mask": attention,
+                  "pixel_values": torch.cat([p.pixel_values for p, _ in rows])}
+        if prompts[0].image_grid_thw is not None:
+            inputs["image_grid_thw"] = torch.cat([p.image_grid_thw for p, _ in rows])
+        if mm is not None:
+            inputs["mm_token_type_ids"] = mm
+        gen_cfg = GenerationConfig(do_sample=False, max_new_tokens=c.max_response_tokens, eos_token_id=self.ends, pad_token_id=pad)
+        out = self.model.generate(**{k: v.to(self.device) for k, v in inputs.items()}, generation_config=gen_cfg,
                                   logits_processor=[_sampling_processor(gens, c.temperature, c.top_p, self.banned)])
-        responses, truncated = [], []
-        for row in out[:, len(prompt.input_ids):].cpu():
-            ends = [i for i, t in enumerate(row.tolist()) if t in self.ends]
-            responses.append(row[: ends[0] + 1] if ends else row)
-            truncated.append(not ends)
-        texts = [self.processor.tokenizer.decode(r, skip_special_tokens=True) for r in responses]
-        return Group(prompt, responses, truncated, texts)
+        groups = []
+        for j, p in enumerate(prompts):
+            responses, truncated = [], []
+            for row in out[j * n:(j + 1) * n, width:].cpu():
+                ends = [i for i, t in enumerate(row.tolist()) if t in self.ends]
+                responses.append(row[: ends[0] + 1] if ends else row)
+                truncated.append(not ends)
+            texts = [self.processor.tokenizer.decode(r, skip_special_tokens=True) for r in responses]
+            groups.append(Group(p, responses, truncated, texts))
+        return groups
 
     def close(self) -> None:
         self.model = None
