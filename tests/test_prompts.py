@@ -28,6 +28,7 @@ QUESTION = "What color is the cap on the water bottle?"
 RENDERED = {
     "student_prompt": lambda: prompts.student_prompt(QUESTION),
     "student_target": lambda: prompts.student_target(" blue "),
+    "grpo": lambda: prompts.grpo_prompt(prompts.mcq_problem(prompts.overlay_question(QUESTION), ["red", "blue", "white", "black"])),
     "proposal": lambda: prompts.proposal_prompt(20),
     "grounding_query": lambda: prompts.grounding_query("  Red Umbrella. "),
     "vlm_grounding_absolute": lambda: prompts.vlm_grounding_prompt("red umbrella", "absolute"),

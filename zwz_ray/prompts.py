@@ -25,6 +25,14 @@ def student_prompt(question: str) -> str:
     return f"{question.strip()}\n{ANSWER_FORMAT}"
 
 
+GRPO_ANSWER_FORMAT = "First reason about the question step by step, then give the final answer inside <answer></answer>."
+
+
+def grpo_prompt(problem: str) -> str:
+    """GRPO rollouts: the kept row's problem with the instruction to reason, then answer in the tags the reward reads."""
+    return f"{problem.strip()}\n{GRPO_ANSWER_FORMAT}"
+
+
 def student_target(answer: str) -> str:
     """The SFT target for a distilled row: the answer in the tags the reward and the judge read."""
     return f"<answer>{answer.strip()}</answer>"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from zwz_ray.config import ConfigError, RayConfig, bounded, listed, model_ref, section, setting, uri
+from zwz_ray.train.grpo_config import GRPOConfig
 
 # The attention and MLP projections of Qwen-VL decoders (and of Qwen2.5-VL vision MLPs).
 QWEN_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -41,7 +42,7 @@ class TrainDataConfig:
 class TrainerConfig:
     """Workers, batch shape, precision and sharding."""
 
-    objective: Literal["sft"] = setting("sft", doc="training objective (sft; grpo arrives with the RL recipe)")
+    objective: Literal["sft", "grpo"] = setting("sft", doc="training objective: sft, or grpo (the RL recipe, see the grpo section)")
     num_workers: int = bounded(1, 1, doc="Ray Train workers (FSDP2 shards)")
     use_gpu: bool = setting(False, doc="one GPU per worker (NCCL); false: CPU workers over gloo")
     cpus_per_worker: float = bounded(1.0, 0.0, doc="CPUs reserved per worker")
@@ -143,8 +144,11 @@ class DistillConfig:
     lora: LoraConfig = section(LoraConfig, doc="low-rank adapters (off: full fine-tuning)")
     checkpoint: CheckpointConfig = section(CheckpointConfig, doc="checkpoints and resume")
     output: OutputConfig = section(OutputConfig, doc="metrics, summary and the exported model")
+    grpo: GRPOConfig = section(GRPOConfig, doc="the GRPO recipe (trainer.objective: grpo)")
     ray: RayConfig = section(RayConfig, doc="the Ray runtime")
 
     def validate(self, where: str) -> None:
         if self.lora.enabled and self.lora.include_vision and self.trainer.freeze_vision:
             raise ConfigError(f"{where}: lora.include_vision and trainer.freeze_vision contradict each other")
+        if self.trainer.objective == "grpo":
+            self.grpo.check(self, f"{where}.grpo")

@@ -54,6 +54,8 @@ def format_line(r: dict, total: int | None) -> str:
     of = f"/{total}" if total else ""
     line = (f"step {r['step']}{of} epoch {r['epoch']} loss {r['loss']:.4f} lr {r['lr']:.2e} "
             f"grad_norm {r['grad_norm']:.3f} {r['samples_per_s']:.2f} samples/s {r['tokens_per_s']:.0f} tok/s")
+    if "reward_mean" in r:  # GRPO
+        line += f" reward {r['reward_mean']:.3f} acc {r['accuracy']:.3f} len {r['response_len_mean']:.0f}"
     if r.get("dropped"):
         line += f" dropped {r['dropped']}"
     return line

@@ -20,6 +20,7 @@ from zwz_ray import uris
 from zwz_ray.config import ConfigError, resolve_paths, to_dict
 from zwz_ray.logs import get_logger
 from zwz_ray.train.config import DistillConfig
+from zwz_ray.train.grpo_config import grpo_total_updates
 
 # Ray, Ray Train and torch (through the worker, data and export modules) are imported inside the functions
 # that run the job, so that ``import zwz_ray.train`` (and ``python -m pipelines.distill --help``) stays light.
@@ -64,6 +65,8 @@ def given_rows(cfg: DistillConfig, dataset: Any) -> Any:
 def estimate_total_steps(cfg: DistillConfig, num_rows: int | None) -> int | None:
     """Optimizer steps of the whole run (an upper bound: dropped rows shorten epochs)."""
     t = cfg.trainer
+    if t.objective == "grpo":
+        return grpo_total_updates(cfg, num_rows)
     if num_rows is None:
         return t.max_steps
     per_epoch = (num_rows // t.num_workers) // (t.micro_batch_size * t.grad_accum_steps)
@@ -84,10 +87,17 @@ def count_given(cfg: DistillConfig, ds: Any) -> int | None:
     return None
 
 
+def global_batch(cfg: DistillConfig) -> tuple[int, str]:
+    """Rows one optimizer step (SFT) or one RL step (GRPO) needs, and what sets that number."""
+    if cfg.trainer.objective == "grpo":
+        return cfg.grpo.rollout_batch_prompts, "grpo.rollout_batch_prompts"
+    return cfg.trainer.global_batch_size, "workers x micro_batch_size x grad_accum_steps"
+
+
 def check_enough(cfg: DistillConfig, num_rows: int | None, where: str) -> None:
-    if num_rows is not None and num_rows < cfg.trainer.global_batch_size:
-        raise ConfigError(f"{where} holds {num_rows} rows, fewer than one global batch "
-                          f"({cfg.trainer.global_batch_size} = workers x micro_batch_size x grad_accum_steps)")
+    batch, what = global_batch(cfg)
+    if num_rows is not None and num_rows < batch:
+        raise ConfigError(f"{where} holds {num_rows} rows, fewer than one global batch ({batch} = {what})")
 
 
 @contextlib.contextmanager
@@ -151,9 +161,10 @@ def run_distill(cfg: DistillConfig, dataset: Any = None) -> DistillResult:
     ds = given_rows(cfg, dataset) if rows is None else read_rows(rows)
     num_rows = count_given(cfg, ds) if rows is None else rows.num_rows
     check_enough(cfg, num_rows, "the given dataset")
+    batch = global_batch(cfg)[0]
     total_steps = estimate_total_steps(cfg, num_rows)
-    log.info("distilling into %s with %d worker(s), global batch %d, run %s/%s", cfg.student, cfg.trainer.num_workers,
-             cfg.trainer.global_batch_size, cfg.checkpoint.storage_path, cfg.checkpoint.run_name)
+    log.info("distilling (%s) into %s with %d worker(s), global batch %d, run %s/%s", cfg.trainer.objective, cfg.student,
+             cfg.trainer.num_workers, batch, cfg.checkpoint.storage_path, cfg.checkpoint.run_name)
     start = time.time()
     with controller_poll(cfg.trainer.controller_poll_s):
         result = make_trainer(cfg, ds, total_steps).fit()
@@ -179,9 +190,14 @@ def write_outputs(cfg: DistillConfig, res: DistillResult, out: dict, wall_s: flo
         fh.writelines(json.dumps(r) + "\n" for r in res.history)
     with fs.open(f"{root}/{SUMMARY_FILE}", "w") as fh:
         json.dump(summary(cfg, res, out, wall_s), fh, indent=2)
-    plot = loss_plot(res.history)
+    if cfg.trainer.objective == "grpo":
+        from zwz_ray.train.reward import reward_plot
+
+        plot, plot_file = reward_plot(res.history), "reward.png"
+    else:
+        plot, plot_file = loss_plot(res.history), PLOT_FILE
     if plot:
-        with fs.open(f"{root}/{PLOT_FILE}", "wb") as fh:
+        with fs.open(f"{root}/{plot_file}", "wb") as fh:
             fh.write(plot)
     log.info("done: %d steps, final loss %s, dropped %s; summary in %s", res.steps,
              f"{res.final_loss:.4f}" if res.final_loss is not None else "n/a", res.dropped, res.summary_path)

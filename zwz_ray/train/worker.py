@@ -23,6 +23,7 @@ from zwz_ray.logs import get_logger
 from zwz_ray.preflight import DataError
 from zwz_ray.train.config import DistillConfig
 from zwz_ray.train.data import ShardRows
+from zwz_ray.train.grpo import GRPORecipe
 from zwz_ray.train.loop import DistillLoop, WorkerContext
 
 log = get_logger(__name__)
@@ -70,7 +71,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     with restore as restore_dir:
         ctx = WorkerContext(rank, world, worker_device(), report=ray_report, restore_dir=restore_dir,
                             total_steps=config.get("total_steps"), tensorboard_dir=config.get("tensorboard_dir"))
-        loop = DistillLoop(cfg, ctx, source)
+        loop = (GRPORecipe if cfg.trainer.objective == "grpo" else DistillLoop)(cfg, ctx, source)
         loop.setup()
     try:
         loop.train()
