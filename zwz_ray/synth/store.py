@@ -132,7 +132,10 @@ class OutputStore:
                 continue
             replaced.append(old["chunk"])
             rest = self._without(old, hit)
-            entries.extend([rest] if rest["sources"] else [])
+            if rest["sources"]:
+                entries.append(rest)
+            else:  # the chunk is gone; what its own redos replaced stays on record
+                totals = merge_stats(totals, old.get("redone", {}))
             gone = {}
             for source in hit:  # every redone image had a retry record with its stats
                 gone = merge_stats(gone, old["retry"][source]["stats"])
