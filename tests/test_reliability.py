@@ -16,8 +16,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import fsspec
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 
 from zwz_ray.config import load_config
 from zwz_ray.demo import render_scene
@@ -25,7 +27,7 @@ from zwz_ray.images import encode_image
 from zwz_ray.synth.accounting import reconcile
 from zwz_ray.synth.columns import drop, retryable
 from zwz_ray.synth.config import SynthConfig
-from zwz_ray.synth.run import run_synthesis
+from zwz_ray.synth.run import ChunkWriter, finish_stats, run_synthesis
 from zwz_ray.synth.stages.base import CircuitOpenError
 from zwz_ray.synth.store import OutputStore
 
@@ -145,8 +147,11 @@ def outage(ray_session, teacher, images, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("outage") / "out"
     runs, killed = [], []
-    plan = [("down", []), ("down", ["reliability.max_attempts=1"]), ("down", []), ("slow", []), ("up", [])]
+    plan = [("down", []), ("down", ["reliability.max_attempts=1"]), ("down", []), ("slow", []), ("cut", []), ("up", [])]
     for mode, extra in plan:
+        if mode == "cut":
+            cut = interrupt_last_commit(OutputStore(str(out)))
+            mode = "up"
         teacher.mode = mode
         before = teacher.hits
         killer = kill_actor_when_busy(teacher, "Proposal", killed) if mode == "slow" else None
@@ -160,7 +165,20 @@ def outage(ray_session, teacher, images, tmp_path_factory):
         runs.append({"result": result, "hits": teacher.hits - before, "drops": drops(out), "manifest": store.entries(),
                      "finished": store.finished_sources(max_attempts=3)})
     restarts = [a.get("NumRestarts", 0) for a in state.actors().values() if "Proposal" in a.get("ActorClassName", "")]
-    return {"out": out, "runs": runs, "killed": killed, "restarts": restarts}
+    return {"out": out, "runs": runs, "killed": killed, "restarts": restarts, "cut": cut}
+
+
+def interrupt_last_commit(store: OutputStore) -> dict:
+    """Leave the state a kill inside the last chunk's commit leaves: its kept and drops files are in place,
+    its manifest line is not (the kept file here holds rows for its images, as a chunk with kept rows would)."""
+    from zwz_ray.synth.columns import output_table, to_table
+
+    *entries, last = store.entries()
+    rows = [r for s in last["sources"] for r in question_rows(s, failed=False)]
+    with store.fs.open(store.path("kept", f"{last['chunk']}.parquet"), "wb") as fh:
+        pq.write_table(output_table(to_table(rows)), fh)
+    store.write_text("manifest.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    return {"chunk": last["chunk"], "sources": last["sources"]}
 
 
 def test_an_outage_leaves_images_unfinished_and_retryable(outage):
@@ -203,8 +221,18 @@ def test_a_killed_model_actor_is_restarted_and_loses_nothing(outage):
     assert outage["runs"][3]["hits"] >= 4  # the batch in flight was sent again to the restarted actor
 
 
+def test_a_kill_inside_a_commit_is_redone_once_by_the_real_rerun(outage):
+    rerun, cut = outage["runs"][4], outage["cut"]
+    assert rerun["result"].run["images"] == len(cut["sources"]) == 2 and rerun["hits"] == 2
+    rows = rerun["drops"]
+    assert sorted(d["source"] for d in rows) == sorted({d["source"] for d in rows}) and len(rows) == 4
+    assert not list((outage["out"] / "kept").glob("*.parquet"))  # the cut chunk's files were not counted
+    assert rerun["result"].stats["images"]["in"] == 4 and rerun["result"].stats["reconciliation_problems"] == []
+    assert cut["chunk"] not in {e["chunk"] for e in rerun["manifest"]}
+
+
 def test_after_success_nothing_is_redone(outage):
-    last = outage["runs"][4]
+    last = outage["runs"][5]
     assert last["hits"] == 0 and last["result"].run["images"] == 0
 
 
@@ -235,3 +263,168 @@ def test_no_secret_in_anything_a_run_writes(outage, teacher):
     assert len(written) > 5
     leaked = [str(p) for p in written if FAKE_KEY.encode() in p.read_bytes()]
     assert leaked == []
+
+
+# --------------------------------------------------------------------------- the store, driven with rows (no Ray)
+
+
+def question_rows(source: str, *, failed: bool) -> list[dict]:
+    """One object with two questions as the last stage gives them: both kept, or the second dropped by a failed call."""
+    from synth_rows import new_row
+
+    base = {**new_row(source), "object_index": 0, "n_objects": 1, "object_name": "cup", "n_questions": 2}
+    rows = [{**base, "question_index": q, "question": f"q{q}", "id": f"{source}-{q}", "problem": "p", "answer": "A"}
+            for q in range(2)]
+    if failed:
+        drop(rows[1], "answers_1", "engine_error", "http_503")
+    return rows
+
+
+def plan_for():
+    from zwz_ray.synth.plan import build_synthesis
+
+    return build_synthesis(SynthConfig())
+
+
+def merged(plan, store: OutputStore) -> dict:
+    """The committed stats as stats.json orders them (pipeline order: the manifest sorts keys)."""
+    return finish_stats(plan, store.merged_stats(), {})
+
+
+def kept_sources(store: OutputStore) -> list[str]:
+    files = [p for p in store.fs.find(store.path("kept")) if p.endswith(".parquet")] if store.fs.exists(store.path("kept")) else []
+    out = []
+    for path in files:
+        with store.fs.open(path, "rb") as fh:
+            out.extend(pq.read_table(fh)["source_image"].to_pylist())
+    return sorted(out)
+
+
+def test_a_redone_image_replaces_its_kept_rows_and_stats(tmp_path):
+    plan, store = plan_for(), OutputStore(str(tmp_path / "out"))
+    first = ChunkWriter(plan, store)
+    first.add("a.png", question_rows("a.png", failed=True))
+    first.add("b.png", question_rows("b.png", failed=False))
+    first.commit()
+    assert store.finished_sources(3) == {"b.png"} and store.attempts() == {"a.png": 1}
+    assert kept_sources(store) == ["a.png", "b.png", "b.png"]
+    again = ChunkWriter(plan, store, store.attempts())
+    again.add("a.png", question_rows("a.png", failed=False))
+    again.commit()
+    assert kept_sources(store) == ["a.png", "a.png", "b.png", "b.png"]  # a's first attempt is gone, not doubled
+    assert store.finished_sources(3) == {"a.png", "b.png"}
+    stats = merged(plan, store)
+    assert reconcile(stats) == [] and stats["kept_rows"] == 4 and stats["drop_rows"] == 0 and stats["retryable_drops"] == 0
+    assert stats["images"] == {"in": 2, "with_kept_rows": 2, "fully_dropped": 0}
+    assert store.retry_stats(3)["redone"] == {"images": 1, "rows_replaced": 2, "retryable_drops_replaced": 1,
+                                              "model_calls_replaced": 0}
+    chunks = {e["chunk"] for e in store.entries()}
+    assert {p.stem for p in (tmp_path / "out" / "kept").glob("*.parquet")} == chunks
+
+
+def test_a_kill_inside_a_commit_neither_loses_nor_duplicates_the_chunk(tmp_path):
+    """The state a SIGKILL between the kept file's move and the manifest line leaves, written exactly."""
+    plan, store = plan_for(), OutputStore(str(tmp_path / "out"))
+    done = ChunkWriter(plan, store)
+    done.add("a.png", question_rows("a.png", failed=False))
+    done.commit()
+    cut = ChunkWriter(plan, store)
+    cut.add("b.png", question_rows("b.png", failed=False))
+    cut._writer.close()
+    cut._fh.close()
+    store.fs.mv(cut.staged, store.path("kept", f"{cut.chunk}.parquet"))  # commit's first step; then the kill
+    assert kept_sources(store) == ["a.png", "a.png", "b.png", "b.png"] and store.finished_sources(3) == {"a.png"}
+    rerun = OutputStore(str(tmp_path / "out"))  # what the next run does before its stream
+    rerun.clean_uncommitted()
+    assert kept_sources(rerun) == ["a.png", "a.png"]
+    redo = ChunkWriter(plan, rerun, rerun.attempts())
+    redo.add("b.png", question_rows("b.png", failed=False))
+    redo.commit()
+    assert kept_sources(rerun) == ["a.png", "a.png", "b.png", "b.png"]
+    assert reconcile(merged(plan, rerun)) == [] and rerun.merged_stats()["kept_rows"] == 4
+
+
+class RefusingFS(MemoryFileSystem):
+    """An in-memory object store whose Nth file write fails, as a remote store returning errors does."""
+
+    protocol = "refusing"
+    fail_at = 0  # never
+    writes = 0
+    store: dict = {}  # its own files, apart from memory://
+    pseudo_dirs = [""]
+
+    def _open(self, path, mode="rb", **kwargs):
+        if "w" in mode or "a" in mode:
+            type(self).writes += 1
+            if type(self).writes == self.fail_at:
+                raise OSError(503, "SlowDown: the store refused the write")
+        return super()._open(path, mode, **kwargs)
+
+    def pipe_file(self, path, value, **kwargs):
+        type(self).writes += 1
+        if type(self).writes == self.fail_at:
+            raise OSError(503, "SlowDown: the store refused the write")
+        return super().pipe_file(path, value, **kwargs)
+
+
+@pytest.mark.parametrize("fail_at", [2, 3], ids=["drops_file", "manifest"])
+def test_a_failed_write_fails_the_chunk_not_the_accounting(fail_at):
+    fsspec.register_implementation("refusing", RefusingFS, clobber=True)
+    RefusingFS.store.clear()
+    RefusingFS.writes, RefusingFS.fail_at = 0, 0
+    plan, store = plan_for(), OutputStore("refusing://bucket/out")
+    first = ChunkWriter(plan, store)
+    first.add("a.png", question_rows("a.png", failed=False))
+    first.commit()
+    RefusingFS.writes, RefusingFS.fail_at = 0, fail_at  # writes: 1 staged kept rows, 2 drops, 3 the manifest PUT
+    second = ChunkWriter(plan, store)
+    second.add("b.png", question_rows("b.png", failed=False))
+    with pytest.raises(OSError, match="SlowDown"):
+        second.commit()
+    assert store.finished_sources(3) == {"a.png"} and reconcile(merged(plan, store)) == []
+    rerun = OutputStore("refusing://bucket/out")
+    rerun.clean_uncommitted()
+    assert kept_sources(rerun) == ["a.png", "a.png"]  # the half-written chunk's kept file is gone
+    redo = ChunkWriter(plan, rerun, rerun.attempts())
+    redo.add("b.png", question_rows("b.png", failed=False))
+    redo.commit()
+    assert rerun.finished_sources(3) == {"a.png", "b.png"} and kept_sources(rerun) == ["a.png", "a.png", "b.png", "b.png"]
+    assert rerun.merged_stats()["kept_rows"] == 4
+
+
+# --------------------------------------------------------------------------- safe loading
+
+
+def test_no_loader_trusts_remote_code():
+    """Every call in zwz_ray that names ``trust_remote_code`` passes a config value or False, never True."""
+    import ast
+
+    offenders = []
+    for path in (ROOT / "zwz_ray").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                for kw in node.keywords:
+                    if kw.arg == "trust_remote_code" and isinstance(kw.value, ast.Constant) and kw.value.value:
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+                    if kw.arg is None and isinstance(kw.value, ast.Dict) and any(
+                            isinstance(k, ast.Constant) and k.value == "trust_remote_code" for k in kw.value.keys):
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_checkpoint_rank_state_loads_with_weights_only(tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    from zwz_ray.train.checkpoint import rng_state, set_rng_state
+
+    path = tmp_path / "rank_00000.pt"
+    torch.save({"epoch": 1, "rows_consumed": 5, "drops": {"bad_image": 2}, "rng": rng_state()}, path)
+    expected = (random.random(), float(np.random.rand()), torch.rand(3))
+    state = torch.load(path, weights_only=True)  # refuses anything that is not plain data
+    set_rng_state(state.pop("rng"))
+    again = (random.random(), float(np.random.rand()), torch.rand(3))
+    assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
+    assert state == {"epoch": 1, "rows_consumed": 5, "drops": {"bad_image": 2}}

@@ -223,6 +223,7 @@ def finish_stats(plan: SynthesisPlan, merged: dict, run: dict) -> dict:
         "images": merged["images"],
         "kept_rows": merged["kept_rows"],
         "drop_rows": merged["drop_rows"],
+        "retryable_drops": merged.get("retryable_drops", 0),
         "stages": ordered,
         "models": merged["models"],
         "drop_reasons": dict(drop_reasons(merged).most_common()),

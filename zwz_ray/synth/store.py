@@ -153,7 +153,7 @@ class OutputStore:
 
     def _without(self, old: dict, sources: set[str]) -> dict:
         """``old`` rewritten under a new chunk id without the rows of ``sources`` (its files, its stats)."""
-        chunk = f"{old['chunk'].split('_r')[0]}_r{uuid.uuid4().hex[:8]}"
+        chunk = f"{old['chunk'].split('_')[0]}_r{uuid.uuid4().hex[:8]}"
         for folder, column in (("kept", "source_image"), ("drops", "source")):
             path = self.path(folder, f"{old['chunk']}.parquet")
             if self.fs.exists(path):
