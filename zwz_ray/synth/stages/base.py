@@ -9,6 +9,11 @@ engine in ``__init__`` (from :func:`zwz_ray.engines.build_engine`) so Ray Data r
 actor pools; a stage only talks to its engine through ``chat``, so swapping the engine for a
 client of a shared deployment changes no stage.
 
+A failed model call drops its row as ``engine_error`` and a crash as ``stage_error``; both are
+marked retryable (``columns.retryable``) so that a rerun tries the image again. A model stage
+also keeps a :class:`Breaker`: when too many of its actor's recent calls failed it raises
+:class:`CircuitOpenError`, which escapes the per-row fallback and stops the job.
+
 Also here: the seeds every stage derives (:func:`stable_seed`) and the building blocks of the
 stages' output schemas.
 """
