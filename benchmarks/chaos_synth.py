@@ -151,7 +151,8 @@ def kill_one_actor(name: str, proxy: Server, killed: list) -> None:
 
 def config(args, base_url: str, images: str) -> SynthConfig:
     laptop = ROOT / "configs" / "synth" / "laptop.yaml"
-    teacher = ["backend=openai", "model=teacher", f"base_url={base_url}", f"timeout_s={args.timeout_s}", "max_retries=1",
+    teacher = ["backend=openai", "model=teacher", f"base_url={base_url}", f"timeout_s={args.timeout_s}",
+               f"max_retries={args.engine_retries}",
                "max_pixels=50176", "resources.batch_size=2", "resources.max_replicas=1"]
     sets = [f"input.paths=[{images}]", "input.generate_demo=false", f"output.dir={args.out}", "output.overwrite=false",
             "output.chunk_size=1", "ray.progress_bars=false", "difficulty.enabled=false", "models.student=null",
@@ -170,9 +171,11 @@ def read(out: Path, folder: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--fault-share", type=float, default=0.3)
+    ap.add_argument("--fault-share", type=float, default=0.4)
     ap.add_argument("--fault-s", type=float, default=60.0)
     ap.add_argument("--timeout-s", type=float, default=60.0, help="client timeout; a hang lasts 2 s longer")
+    ap.add_argument("--engine-retries", type=int, default=0,
+                    help="the engine's own retries; 0 lets every fault reach the data as a retryable drop")
     ap.add_argument("--out", default=os.path.join(tempfile.mkdtemp(prefix="zwz_chaos_"), "out"))
     args = ap.parse_args(argv)
     from zwz_ray.demo import ensure_demo_images
