@@ -136,13 +136,13 @@ def run_synthesis(cfg: SynthConfig) -> SynthResult:
     todo = [s for s in sources if s not in done]
     log.info("%d images selected, %d already done, %d to process (%d of them again after a retryable drop)",
              len(sources), len(sources) - len(todo), len(todo), sum(1 for s in todo if s in attempts))
-    progress = Progress()
+    tally = RunTally()
     try:
         if todo:
-            stream(plan, store, todo, cfg.output.chunk_size, attempts, progress)
+            stream(plan, store, todo, cfg.output.chunk_size, attempts, tally)
     finally:  # also after an open circuit breaker: stats.json describes what was committed
-        run = {"images": len(todo), "chunks": progress.chunks, "skipped_images": len(sources) - len(todo),
-               "model_calls": model_calls(progress.stats), "redo": progress.redo,
+        run = {"images": len(todo), "chunks": tally.chunks, "skipped_images": len(sources) - len(todo),
+               "model_calls": model_calls(tally.stats), "redo": tally.redo,
                "wall_s": round(time.perf_counter() - start, 3)}
         stats = finish_stats(plan, store.merged_stats(), run)
         stats["retries"] = store.retry_stats(max_attempts)
@@ -151,7 +151,7 @@ def run_synthesis(cfg: SynthConfig) -> SynthResult:
 
 
 @dataclass
-class Progress:
+class RunTally:
     """What the committed chunks of this run hold and cost."""
 
     stats: dict = field(default_factory=dict)
@@ -165,7 +165,7 @@ class Progress:
 
 
 def stream(plan: SynthesisPlan, store: OutputStore, sources: list[str], chunk_size: int,
-           attempts: dict[str, int], progress: Progress) -> None:
+           attempts: dict[str, int], tally: RunTally) -> None:
     """Run every image through the stages once; commit each ``chunk_size`` complete images.
 
     When a model's circuit breaker opens, the complete images are committed before the error goes on."""
@@ -180,14 +180,14 @@ def stream(plan: SynthesisPlan, store: OutputStore, sources: list[str], chunk_si
                 if image_complete(rows):
                     writer.add(row["source"], pending.pop(row["source"]))
                 if len(writer.sources) >= chunk_size:
-                    progress.add(writer)
+                    tally.add(writer)
                     writer = ChunkWriter(plan, store, attempts)
     except Exception as exc:
         breaker = circuit_error(exc)
         if breaker is None:
             raise
         if writer.sources:
-            progress.add(writer)
+            tally.add(writer)
         log.error("%s", breaker)
         raise breaker from None
     if pending:  # cannot happen when every stage keeps its fan-out counts; never lose the rows
@@ -195,7 +195,7 @@ def stream(plan: SynthesisPlan, store: OutputStore, sources: list[str], chunk_si
         for source, rows in pending.items():
             writer.add(source, rows)
     if writer.sources:
-        progress.add(writer)
+        tally.add(writer)
 
 
 def circuit_error(exc: BaseException) -> CircuitOpenError | None:
