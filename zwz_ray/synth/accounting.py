@@ -75,6 +75,7 @@ def compute_stats(rows: Sequence[dict], stages: Sequence[tuple[str, int, int]], 
     out["images"] = {"in": len(sources), "with_kept_rows": len(with_kept & sources), "fully_dropped": len(sources - with_kept)}
     out["kept_rows"] = sum(1 for r in rows if not r["drop_stage"])
     out["drop_rows"] = sum(1 for r in rows if r["drop_stage"])
+    out["retryable_drops"] = sum(1 for r in rows if r["drop_stage"] and r.get("drop_retryable"))
     out["models"] = model_totals(out["stages"])
     return out
 
@@ -122,6 +123,27 @@ def merge_stats(a: dict, b: dict) -> dict:
             out[key] = out[key] + value
         else:
             out[key] = value
+    return out
+
+
+def subtract_stats(a: dict, b: dict) -> dict:
+    """``a`` without ``b`` (``b`` was merged into ``a``): what a chunk holds once some of its images are redone.
+
+    Drop reasons and models whose counts fall to zero disappear, so the result equals the stats
+    of the remaining images alone."""
+    out = {}
+    for key, value in a.items():
+        other = b.get(key)
+        if isinstance(value, dict):
+            out[key] = subtract_stats(value, other if isinstance(other, dict) else {})
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(other, (int, float)):
+            out[key] = value - other
+        else:
+            out[key] = value
+    if isinstance(out.get("dropped"), dict):
+        out["dropped"] = {reason: n for reason, n in out["dropped"].items() if n}
+    if isinstance(out.get("models"), dict):
+        out["models"] = {label: c for label, c in out["models"].items() if not isinstance(c, dict) or any(c.get(k) for k in COUNTERS)}
     return out
 
 

@@ -51,6 +51,7 @@ ROW_SCHEMA = pa.schema(
         ("drop_stage", pa.string()),
         ("drop_reason", pa.string()),
         ("drop_detail", pa.string()),
+        ("drop_retryable", pa.bool_()),  # the drop came from the infrastructure: a rerun tries the image again
         ("usage", pa.string()),
     ]
 )
@@ -63,13 +64,31 @@ OUTPUT_COLUMNS = (
     "validation_reason", "difficulty_correct", "difficulty_checked", "provenance",
 )
 # What output.dir/drops holds: where and why, plus enough context to look the item up.
-DROP_COLUMNS = ("source", "stage", "reason", "detail", "object_index", "object_name", "question_index", "question")
+DROP_COLUMNS = ("source", "stage", "reason", "detail", "retryable", "attempt", "object_index", "object_name", "question_index",
+                "question")
 # Small columns the driver collects to compute statistics.
 SMALL_COLUMNS = ("source", "object_index", "n_objects", "object_name", "question_index", "n_questions", "question",
-                 "drop_stage", "drop_reason", "drop_detail", "usage")
+                 "drop_stage", "drop_reason", "drop_detail", "drop_retryable", "usage")
 SMALL_SCHEMA = pa.schema([ROW_SCHEMA.field(name) for name in SMALL_COLUMNS])
 
 _HEAVY = ("crop", "image")  # cleared when a row is dropped: drops keep no pixels
+
+
+# Engine error codes that the request itself earned (retrying sends the same request again).
+_FINAL_ENGINE_ERRORS = ("bad_request", "prompt_too_long", "http_400", "http_404", "http_413", "http_422")
+
+
+def retryable(reason: str, detail: str = "") -> bool:
+    """Whether a drop was caused by the infrastructure (a failed model call, a crashed stage), not by the data.
+
+    Engine errors are transient (timeouts, HTTP 429/5xx after the engine's own retries, connection
+    errors, garbled responses, a failed generate) unless the request was refused for what it is.
+    A stage crash counts as transient too; ``reliability.max_attempts`` bounds how often a
+    deterministic crash on one input is retried.
+    """
+    if reason == "stage_error":
+        return True
+    return reason == "engine_error" and not (detail or "").startswith(_FINAL_ENGINE_ERRORS)
 
 
 def is_dropped(row: dict) -> bool:
@@ -79,6 +98,7 @@ def is_dropped(row: dict) -> bool:
 def drop(row: dict, stage: str, reason: str, detail: str = "") -> dict:
     """Mark ``row`` as dropped at ``stage`` (in place) and return it."""
     row["drop_stage"], row["drop_reason"], row["drop_detail"] = stage, reason, (detail or "")[:500]
+    row["drop_retryable"] = retryable(reason, detail)
     for name in _HEAVY:
         row[name] = None
     return row
@@ -123,8 +143,12 @@ def output_table(table: pa.Table) -> pa.Table:
     return pa.table({name: columns[name] for name in OUTPUT_COLUMNS})
 
 
-def drops_table(table: pa.Table) -> pa.Table:
-    """Dropped rows of a ROW_SCHEMA table in the DROP_COLUMNS layout."""
+def drops_table(table: pa.Table, attempts: dict[str, int] | None = None) -> pa.Table:
+    """Dropped rows of a ROW_SCHEMA table in the DROP_COLUMNS layout; ``attempts``: the run number per source (default 1)."""
     dropped = table.filter(pc.is_valid(table["drop_stage"]))
-    renamed = {"stage": "drop_stage", "reason": "drop_reason", "detail": "drop_detail"}
-    return pa.table({name: dropped[renamed.get(name, name)] for name in DROP_COLUMNS})
+    renamed = {"stage": "drop_stage", "reason": "drop_reason", "detail": "drop_detail", "retryable": "drop_retryable"}
+    attempts = attempts or {}
+    columns = {name: dropped[renamed.get(name, name)] for name in DROP_COLUMNS if name not in ("retryable", "attempt")}
+    columns["retryable"] = pc.fill_null(dropped["drop_retryable"], False)
+    columns["attempt"] = pa.array([attempts.get(s, 1) for s in dropped["source"].to_pylist()], pa.int32())
+    return pa.table({name: columns[name] for name in DROP_COLUMNS})

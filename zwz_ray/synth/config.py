@@ -252,6 +252,15 @@ class CPUStagesConfig:
 
 
 @dataclass
+class ReliabilityConfig:
+    """What a transient failure costs: how often an image is retried, when a failing model stops the job."""
+
+    max_attempts: int = bounded(3, 1, doc="runs an image with a retryable drop (engine error, stage crash) gets before the drop is final")
+    breaker_window: int = bounded(20, 1, doc="model calls (requests) per actor over which the error share is measured")
+    breaker_error_share: float = bounded(0.5, 0.0, 1.0, doc="stop the job when more than this share of the window failed; 1: never")
+
+
+@dataclass
 class SynthConfig:
     """R2I data synthesis, one section per paper stage."""
 
@@ -270,6 +279,7 @@ class SynthConfig:
     cpu: CPUStagesConfig = section(CPUStagesConfig, doc="scheduling of the CPU stages")
     ray: RayConfig = section(RayConfig, doc="the Ray runtime")
     demo: DemoConfig = section(DemoConfig, doc="offline demo scenes (laptop)")
+    reliability: ReliabilityConfig = section(ReliabilityConfig, doc="retries of transient failures, circuit breaker")
 
     def validate(self, where: str) -> None:
         if not self.models.answerers:

@@ -40,7 +40,7 @@ from zwz_ray.synth.stages import (
 _VOLATILE = {"resources", "device", "max_batch_requests", "max_concurrency", "timeout_s", "max_retries", "api_key_env",
              "base_url", "gpu_memory_utilization", "kv_cache_memory_bytes", "enforce_eager", "tensor_parallel_size",
              "max_prompts_per_forward"}
-_VOLATILE_SECTIONS = {"ray", "output", "demo", "cpu"}
+_VOLATILE_SECTIONS = {"ray", "output", "demo", "cpu", "reliability"}
 _VOLATILE_INPUT = {"paths", "max_images", "generate_demo", "probe_threads", "probe_batch"}
 
 
@@ -196,6 +196,12 @@ def _model(name: str, cls: type, engine: EngineConfig, **kwargs: Any) -> StageSp
     return StageSpec(name, cls, {"engine_config": engine, "name": name, **kwargs}, engine.resources, True, (engine.label,))
 
 
+def _with_breaker(stages: list[StageSpec], cfg: SynthConfig) -> None:
+    for spec in stages:
+        if "engine_config" in spec.kwargs:
+            spec.kwargs["reliability"] = cfg.reliability
+
+
 def build_synthesis(cfg: SynthConfig) -> SynthesisPlan:
     """The stage list for ``cfg`` (paper order), without building any engine."""
     m, digest = cfg.models, config_hash(cfg)
@@ -223,6 +229,7 @@ def build_synthesis(cfg: SynthConfig) -> SynthesisPlan:
     if cfg.difficulty.enabled:
         stages.append(_model("difficulty", Difficulty, m.student, difficulty=cfg.difficulty, judge=m.judge))
     stages.append(StageSpec("output", OutputRows, {"provenance": provenance(cfg, digest)}, _cpu(cfg), False))
+    _with_breaker(stages, cfg)
     plan = SynthesisPlan(cfg, stages, digest)
     plan.check()
     return plan

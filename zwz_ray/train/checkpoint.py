@@ -40,15 +40,22 @@ def state_options(model: torch.nn.Module) -> StateDictOptions:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors, ints, floats, strings and containers only, so that the rank file
+    loads with ``torch.load(weights_only=True)`` (no pickled numpy objects, no arbitrary code on load)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -85,6 +92,6 @@ def load_checkpoint(path: str, model: torch.nn.Module, optimizer: torch.optim.Op
     if not os.path.exists(rank_path):
         log.warning("checkpoint %s has no state for worker %d (fewer workers wrote it); its epoch restarts", path, rank)
         return trainer_state, None
-    rank_state = torch.load(rank_path, weights_only=False)
+    rank_state = torch.load(rank_path, weights_only=True)
     set_rng_state(rank_state.pop("rng"))
     return trainer_state, rank_state

@@ -9,6 +9,11 @@ engine in ``__init__`` (from :func:`zwz_ray.engines.build_engine`) so Ray Data r
 actor pools; a stage only talks to its engine through ``chat``, so swapping the engine for a
 client of a shared deployment changes no stage.
 
+A failed model call drops its row as ``engine_error`` and a crash as ``stage_error``; both are
+marked retryable (``columns.retryable``) so that a rerun tries the image again. A model stage
+also keeps a :class:`Breaker`: when too many of its actor's recent calls failed it raises
+:class:`CircuitOpenError`, which escapes the per-row fallback and stops the job.
+
 Also here: the seeds every stage derives (:func:`stable_seed`) and the building blocks of the
 stages' output schemas.
 """
@@ -19,7 +24,7 @@ import hashlib
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -30,11 +35,15 @@ from zwz_ray.engines import ChatRequest, ChatResult, Engine, Grammar, SamplingPa
 from zwz_ray.images import ImageDecodeError, decode_image, fit_pixels, read_bytes
 from zwz_ray.logs import get_logger
 from zwz_ray.synth.accounting import COUNTERS, add_usage, stats_delta
-from zwz_ray.synth.columns import ALL_COLUMNS, drop, is_dropped, to_rows, to_table
+from zwz_ray.synth.columns import ALL_COLUMNS, drop, is_dropped, retryable, to_rows, to_table
 
 log = get_logger(__name__)
 
 IMAGE, OBJECT, QUESTION = 0, 1, 2
+
+
+class CircuitOpenError(RuntimeError):
+    """A model failed too often over the breaker window: the job stops instead of feeding it more work."""
 
 
 class MissingColumnsError(KeyError):
@@ -100,6 +109,8 @@ class Stage(ABC):
         """``process``; if it raises, retry row by row and drop only the rows that still fail."""
         try:
             return self._checked(rows, self.process(rows))
+        except CircuitOpenError:
+            raise  # the model is down: stop the job, do not turn every row into a drop
         except Exception as exc:  # noqa: BLE001 - bad data must not kill the job
             if len(rows) == 1:
                 log.warning("stage %s failed on %s: %s", self.stage_name, rows[0].get("source"), exc)
@@ -204,16 +215,43 @@ class SourceImages:
 # --------------------------------------------------------------------------- model stages
 
 
+class Breaker:
+    """The error share of one actor's last ``window`` model calls (per actor: no shared state, no extra
+    round trip; with N actors on one dead endpoint each trips after its own ``window`` calls)."""
+
+    def __init__(self, label: str, window: int, share: float):
+        self.label, self.share = label, share
+        self.outcomes: deque[bool] = deque(maxlen=window)
+        self.last_error = ""
+
+    def record(self, stage: str, results: list[ChatResult]) -> None:
+        for result in results:
+            # Only failures of the infrastructure count; a refused request says nothing about the endpoint.
+            failed = bool(result.error) and retryable("engine_error", result.error)
+            self.outcomes.append(failed)
+            self.last_error = result.error if failed else self.last_error
+        window = self.outcomes.maxlen
+        errors = sum(self.outcomes)
+        if len(self.outcomes) == window and errors > self.share * window:
+            raise CircuitOpenError(
+                f"circuit breaker: model {self.label!r} failed {errors} of its last {window} calls in stage {stage!r} "
+                f"(reliability.breaker_error_share={self.share}); last error: {self.last_error}. "
+                "Committed chunks are kept; rerun when the model is healthy.")
+
+
 class ModelStage(Stage):
     """A stage that asks one engine; the engine is built in ``__init__`` (once per actor)."""
 
-
-    def __init__(self, engine_config: EngineConfig, *, engine: Engine | None = None, name: str | None = None):
+    def __init__(self, engine_config: EngineConfig, *, engine: Engine | None = None, name: str | None = None,
+                 reliability: Any = None):
         super().__init__(name=name)
         from zwz_ray.engines import build_engine
 
         self.engine_config = engine_config
         self.engine = engine if engine is not None else build_engine(engine_config)
+        self.breaker = None
+        if reliability is not None and reliability.breaker_error_share < 1:
+            self.breaker = Breaker(engine_config.label, reliability.breaker_window, reliability.breaker_error_share)
 
     def engines(self) -> dict[str, Engine]:
         return {self.engine_config.label: self.engine}
@@ -226,7 +264,10 @@ class ModelStage(Stage):
         return image
 
     def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        return self.engine.chat(requests) if requests else []
+        results = self.engine.chat(requests) if requests else []
+        if self.breaker is not None:
+            self.breaker.record(self.stage_name, results)
+        return results
 
     def reply(self, row: dict, result: ChatResult, schema: dict) -> Any | None:
         """The first sample parsed against ``schema``; on failure the row is dropped with the reason."""
