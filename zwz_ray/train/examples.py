@@ -62,6 +62,20 @@ def chat_messages(problem: str, answer: str | None = None) -> list[dict]:
     return messages
 
 
+def row_image(data: Any, max_image_bytes: int):
+    """A row's encoded image, decoded; ``Dropped`` (missing_image / bad_image) when it cannot be used."""
+    if data is None or (isinstance(data, (bytes, bytearray)) and len(data) == 0):
+        raise Dropped("missing_image")
+    if not isinstance(data, (bytes, bytearray)):
+        raise Dropped("bad_image", f"expected encoded image bytes, got {type(data).__name__}")
+    if len(data) > max_image_bytes:
+        raise Dropped("bad_image", f"{len(data)} bytes > max_image_bytes {max_image_bytes}")
+    try:
+        return decode_image(bytes(data))
+    except ImageDecodeError as exc:
+        raise Dropped("bad_image", exc.reason) from exc
+
+
 class SFTEncoder:
     """Turns rows into :class:`Example` with a VLM processor (whose pixel limits are already set)."""
 
@@ -104,16 +118,7 @@ class SFTEncoder:
         return Example(str(row.get("id")), input_ids, labels, enc["pixel_values"], enc.get("image_grid_thw"), mm)
 
     def _image(self, data: Any):
-        if data is None or (isinstance(data, (bytes, bytearray)) and len(data) == 0):
-            raise Dropped("missing_image")
-        if not isinstance(data, (bytes, bytearray)):
-            raise Dropped("bad_image", f"expected encoded image bytes, got {type(data).__name__}")
-        if len(data) > self.max_image_bytes:
-            raise Dropped("bad_image", f"{len(data)} bytes > max_image_bytes {self.max_image_bytes}")
-        try:
-            return decode_image(bytes(data))
-        except ImageDecodeError as exc:
-            raise Dropped("bad_image", exc.reason) from exc
+        return row_image(data, self.max_image_bytes)
 
     def _texts(self, problem: str, answer: str) -> tuple[str, str]:
         render = self.processor.apply_chat_template

@@ -111,17 +111,15 @@ class Reward:
 
 
 def reward_plot(history: list[dict]) -> bytes | None:
-    """PNG of a GRPO run: reward and accuracy, policy loss, response length per RL step (None without matplotlib)."""
+    """PNG of a GRPO run: reward and accuracy, policy loss, response length per RL step (None without history)."""
     if not history:
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
     import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))

@@ -29,10 +29,9 @@ from typing import Any, Protocol
 import torch
 from torch.distributed.tensor import DTensor
 
-from zwz_ray.images import ImageDecodeError, decode_image
 from zwz_ray.prompts import grpo_prompt
 from zwz_ray.replies import detect_mcq
-from zwz_ray.train.examples import Dropped, check_columns
+from zwz_ray.train.examples import Dropped, check_columns, row_image
 from zwz_ray.train.grpo_config import RolloutConfig
 from zwz_ray.train.parallel import hf_model
 
@@ -127,16 +126,7 @@ class PromptEncoder:
                       enc.get("image_grid_thw"), mm[0] if mm is not None else None)
 
     def _image(self, data: Any):
-        if data is None or (isinstance(data, (bytes, bytearray)) and len(data) == 0):
-            raise Dropped("missing_image")
-        if not isinstance(data, (bytes, bytearray)):
-            raise Dropped("bad_image", f"expected encoded image bytes, got {type(data).__name__}")
-        if len(data) > self.max_image_bytes:
-            raise Dropped("bad_image", f"{len(data)} bytes > max_image_bytes {self.max_image_bytes}")
-        try:
-            return decode_image(bytes(data))
-        except ImageDecodeError as exc:
-            raise Dropped("bad_image", exc.reason) from exc
+        return row_image(data, self.max_image_bytes)
 
 
 def sample_seed(seed: int, epoch: int, prompt_id: str, index: int) -> int:

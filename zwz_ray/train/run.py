@@ -218,17 +218,15 @@ def summary(cfg: DistillConfig, res: DistillResult, out: dict, wall_s: float) ->
 
 
 def loss_plot(history: list[dict]) -> bytes | None:
-    """PNG of loss and learning rate per step (None without matplotlib or history)."""
+    """PNG of loss and learning rate per step (None without history)."""
     if not history:
         return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
     import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
