@@ -131,3 +131,16 @@ def test_eval_report_states_units_and_caveat():
     assert text.index("# Evaluation on zoombench_demo") < text.index("**Random weights.**") < text.index("## Summary")
     assert "| model | protocol | items | global (%) | regional (%) | zooming gap (pts) | s / item |" in text
     assert "Random weights" not in report.render_markdown("zb", metrics, {}, {}, None, ["Qwen/Qwen2.5-VL-7B-Instruct"])
+
+
+def test_chain_report_states_the_grpo_reward(tmp_path):
+    from zwz_ray.chain_report import ReportInput, distillation_section
+
+    history = [{"step": 1, "loss": 0.0, "reward_mean": 0.25, "zero_variance_groups": 1.0},
+               {"step": 2, "loss": 0.1, "reward_mean": 0.5, "zero_variance_groups": 0.0}]
+    summary = {"distillation": {"steps": 2, "final_loss": 0.1, "dropped": {}, "export_dir": "/x", "history": history}}
+    import fsspec
+
+    text = "\n".join(distillation_section(ReportInput(summary, fsspec.filesystem("file"), str(tmp_path))))
+    assert "GRPO reward (mean of the step's responses): 0.250 (first step) -> 0.500 (last)" in text
+    assert "groups with equal rewards: 50% of all" in text

@@ -111,6 +111,11 @@ def distillation_section(r: ReportInput) -> list[str]:
     lines = ["## Distillation", "",
              f"- optimizer steps: {dist['steps']}; loss {loss(first)} (first step) -> {loss(dist['final_loss'])} (last)",
              f"- rows skipped by the trainer: {_nonzero(dist['dropped'])}", f"- exported model: `{dist['export_dir']}`", ""]
+    if history and "reward_mean" in history[0]:  # GRPO: the loss alone says little
+        zero = sum(r.get("zero_variance_groups", 0.0) for r in history) / len(history)
+        lines[-1:-1] = [f"- GRPO reward (mean of the step's responses): {history[0]['reward_mean']:.3f} (first step) -> "
+                        f"{history[-1]['reward_mean']:.3f} (last); groups with equal rewards: {100 * zero:.0f}% of all "
+                        "(they carry zero advantage, so no learning signal)"]
     if history:
         path, link = r.plot("training.png")
         plot_training(history, r.fs, path)
