@@ -76,6 +76,17 @@ def row_image(data: Any, max_image_bytes: int):
         raise Dropped("bad_image", exc.reason) from exc
 
 
+def read_row(row: dict, max_image_bytes: int) -> tuple[str, str, Any]:
+    """A training row's problem, answer and decoded image; ``Dropped`` with the reason when one is unusable."""
+    check_columns(row)
+    problem, answer = (row.get("problem") or "").strip(), (row.get("answer") or "").strip()
+    if not problem:
+        raise Dropped("empty_problem")
+    if not answer:
+        raise Dropped("empty_answer")
+    return problem, answer, row_image(row.get("image"), max_image_bytes)
+
+
 class SFTEncoder:
     """Turns rows into :class:`Example` with a VLM processor (whose pixel limits are already set)."""
 
@@ -91,13 +102,7 @@ class SFTEncoder:
         self.end_ids = ends
 
     def __call__(self, row: dict) -> Example:
-        check_columns(row)
-        problem, answer = (row.get("problem") or "").strip(), (row.get("answer") or "").strip()
-        if not problem:
-            raise Dropped("empty_problem")
-        if not answer:
-            raise Dropped("empty_answer")
-        image = self._image(row.get("image"))
+        problem, answer, image = read_row(row, self.max_image_bytes)
         try:
             prompt, suffix = self._texts(problem, answer)
             enc = self.processor(text=[prompt], images=[image], return_tensors="pt")
@@ -116,9 +121,6 @@ class SFTEncoder:
         if mm is not None:
             mm = torch.cat([mm[0], torch.zeros_like(answer_ids)])
         return Example(str(row.get("id")), input_ids, labels, enc["pixel_values"], enc.get("image_grid_thw"), mm)
-
-    def _image(self, data: Any):
-        return row_image(data, self.max_image_bytes)
 
     def _texts(self, problem: str, answer: str) -> tuple[str, str]:
         render = self.processor.apply_chat_template

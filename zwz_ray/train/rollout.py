@@ -31,7 +31,7 @@ from torch.distributed.tensor import DTensor
 
 from zwz_ray.prompts import grpo_prompt
 from zwz_ray.replies import detect_mcq
-from zwz_ray.train.examples import Dropped, check_columns, row_image
+from zwz_ray.train.examples import Dropped, read_row
 from zwz_ray.train.grpo_config import RolloutConfig
 from zwz_ray.train.parallel import hf_model
 
@@ -105,13 +105,7 @@ class PromptEncoder:
         self.processor, self.max_prompt_tokens, self.max_image_bytes = processor, max_prompt_tokens, max_image_bytes
 
     def __call__(self, row: dict) -> Prompt:
-        check_columns(row)
-        problem, answer = (row.get("problem") or "").strip(), (row.get("answer") or "").strip()
-        if not problem:
-            raise Dropped("empty_problem")
-        if not answer:
-            raise Dropped("empty_answer")
-        image = self._image(row.get("image"))
+        problem, answer, image = read_row(row, self.max_image_bytes)
         try:
             text = self.processor.apply_chat_template(chat(problem), tokenize=False, add_generation_prompt=True)
             enc = self.processor(text=[text], images=[image], return_tensors="pt")
@@ -124,9 +118,6 @@ class PromptEncoder:
         mm = enc.get("mm_token_type_ids")
         return Prompt(str(row.get("id")), problem, answer, is_mcq, options, text, image, ids, enc["pixel_values"],
                       enc.get("image_grid_thw"), mm[0] if mm is not None else None)
-
-    def _image(self, data: Any):
-        return row_image(data, self.max_image_bytes)
 
 
 def sample_seed(seed: int, epoch: int, prompt_id: str, index: int) -> int:
