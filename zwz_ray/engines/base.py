@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -122,6 +123,12 @@ class ChatResult:
     completion_tokens: int = 0
     finish_reasons: list[str] = field(default_factory=list)
     error: str | None = None
+    # This request's share of the engine call that served it (the call's wall time over its requests),
+    # in seconds; times the GPUs of one replica it gives the GPU-seconds the request cost.
+    engine_s: float = 0.0
+    # 1 on the first result a newly loaded model hands back (so model loads are counted where results
+    # are booked, also when the model runs in another process: a served deployment replica).
+    loads: int = 0
 
     @property
     def ok(self) -> bool:
@@ -135,6 +142,8 @@ class EngineStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     errors: int = 0
+    loads: int = 0  # model loads whose results were booked here
+    engine_s: float = 0.0  # engine seconds spent on these calls (see ChatResult.engine_s)
 
     def add(self, result: ChatResult, n: int) -> None:
         self.calls += 1
@@ -142,17 +151,30 @@ class EngineStats:
         self.prompt_tokens += result.prompt_tokens
         self.completion_tokens += result.completion_tokens
         self.errors += 0 if result.ok else 1
+        self.loads += result.loads
+        self.engine_s += result.engine_s
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
 
 class Engine(ABC):
-    """A loaded model that completes chat requests in batches."""
+    """A model that completes chat requests in batches.
+
+    ``loads_model``: whether building the engine loads the model in this process (hf, vllm); an
+    endpoint client (openai) or a client of a served deployment does not. The first results a
+    loading engine returns carry ``loads=1``, so stats count every load exactly once.
+    ``measures_time``: whether ``chat`` books its wall time as ``engine_s`` (not a client of a served
+    deployment, whose replica reports its own).
+    """
+
+    loads_model: bool = True
+    measures_time: bool = True
 
     def __init__(self, config: EngineConfig):
         self.config = config
         self.stats = EngineStats()
+        self._unbooked_load = self.loads_model
 
     @abstractmethod
     def _chat(self, requests: list[ChatRequest]) -> list[ChatResult]: ...
@@ -160,9 +182,16 @@ class Engine(ABC):
     def chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
         if not requests:
             return []
+        start = time.perf_counter()
         results = self._chat(requests)
         if len(results) != len(requests):
             raise RuntimeError(f"engine {self.config.label} returned {len(results)} results for {len(requests)} requests")
+        if self.measures_time:
+            share = (time.perf_counter() - start) / len(results)
+            for res in results:
+                res.engine_s = share
+        if self._unbooked_load:
+            results[0].loads, self._unbooked_load = 1, False
         for req, res in zip(requests, results):
             self.stats.add(res, req.sampling.n)
         return results

@@ -66,6 +66,8 @@ class _LoopThread:
 class OpenAIEngine(Engine):
     """Chat completions against ``base_url`` (``.../v1``)."""
 
+    loads_model = False  # the endpoint holds the model
+
     backoff_base_s = 0.5  # first retry waits ~this long, doubling each time
     backoff_max_s = 30.0  # cap for one wait (Retry-After is honoured up to retry_after_max_s)
     retry_after_max_s = 120.0
