@@ -2,6 +2,7 @@
 
     python -m pipelines.synthesize [--config configs/synth/laptop.yaml]
     python -m pipelines.synthesize --config configs/synth/cluster.yaml --set output.dir=s3://bucket/run1
+    python -m pipelines.synthesize --config configs/synth/cluster.yaml --plan   # models, replicas, GPUs; starts nothing
 
 Rerunning the same command resumes: images of committed chunks are skipped.
 """
@@ -12,7 +13,7 @@ import sys
 
 from zwz_ray.cli import Job
 from zwz_ray.images import ImageInputError
-from zwz_ray.synth import SynthConfig, SynthResult, run_synthesis
+from zwz_ray.synth import SynthConfig, SynthResult, build_synthesis, run_synthesis
 
 CONFIG_CLASS = SynthConfig
 
@@ -21,7 +22,11 @@ def summary(result: SynthResult) -> list[str]:
     return [result.summary()]
 
 
-JOB = Job("synthesize", SynthConfig, "synth", run_synthesis, summary, errors=(ImageInputError,))
+def plan(cfg: SynthConfig) -> str:
+    return build_synthesis(cfg).describe()
+
+
+JOB = Job("synthesize", SynthConfig, "synth", run_synthesis, summary, errors=(ImageInputError,), plan=plan)
 
 
 def main(argv: list[str] | None = None) -> int:

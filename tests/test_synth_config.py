@@ -19,7 +19,7 @@ FRAMES = {"validation.frame", "validation.frame_reasoning_chars", "validation.ma
           "consensus.judge_max_tokens", "mcq.frame", "mcq.frame_reasoning_chars", "mcq.option_max_chars", "mcq.max_tokens",
           "mcq.max_attempts", "difficulty.frame", "difficulty.frame_reasoning_chars", "difficulty.max_tokens"}
 # The cluster config caps the student's reasoning (its context is 16K) and judges MCQ letters by rules only.
-CLUSTER_CHOICES = {"difficulty.max_tokens", "difficulty.judge"}
+CLUSTER_CHOICES = {"difficulty.max_tokens"}  # the judge of undecided student answers is served once, shared with consensus
 PAPER_SECTIONS = ("proposal", "crop", "questions", "validation", "answers", "consensus", "overlay", "mcq", "difficulty")
 
 

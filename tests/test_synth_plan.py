@@ -48,13 +48,20 @@ def test_stage_list_follows_the_paper():
 
 
 def test_resources_come_from_each_engine():
+    # serving.mode: serve (the default): the model stages are GPU-less clients; the GPUs are the deployments'
     plan = build_synthesis(config("cluster.yaml"))
-    assert plan.stage("proposal").resources.num_gpus == 2 and plan.stage("answers_2").resources.num_gpus == 4
-    assert plan.stage("grounding").resources.num_gpus == 1
-    assert plan.stage("crop").resources.num_gpus == 0 and not plan.stage("crop").stateful
-    assert {s.name for s in plan.gpu_stages()} == set(PAPER_ORDER) - {"image_pool", "crop", "overlay", "mcq", "output"}
-    with pytest.raises(RuntimeError, match="GPU"):
-        plan.require_resources()  # no GPU cluster here: a clear error before any work
+    assert plan.stage("proposal").resources.num_gpus == 0 and plan.stage("proposal").resources.max_replicas == 4
+    assert plan.stage("grounding").resources.num_gpus == 1  # SAM3 stays an actor pool of its own
+    assert {m.label: m.gpus_per_replica for m in plan.models.deployments()} == {
+        "qwen3-vl-32b": 2, "qwen2.5-vl-72b": 4, "judge-qwen3-32b": 2, "qwen3-vl-8b": 1}
+    # serving.mode: actors: every model stage loads its own copy with its engine's resources
+    actors = build_synthesis(config("cluster.yaml", "serving.mode=actors"))
+    assert actors.stage("proposal").resources.num_gpus == 2 and actors.stage("answers_2").resources.num_gpus == 4
+    assert actors.stage("crop").resources.num_gpus == 0 and not actors.stage("crop").stateful
+    assert {s.name for s in actors.gpu_stages()} == set(PAPER_ORDER) - {"image_pool", "crop", "overlay", "mcq", "output"}
+    for p in (plan, actors):
+        with pytest.raises(RuntimeError, match="GPU"):
+            p.require_resources()  # no GPU cluster here: a clear error before any work
 
 
 def test_variants():
@@ -84,7 +91,9 @@ def test_config_hash_tracks_what_changes_the_rows():
 def test_dataset_is_lazy(ray_session, tmp_path):
     image = tmp_path / "a.png"
     image.write_bytes(b"")
-    plan = build_synthesis(config())
+    with pytest.raises(RuntimeError, match="with plan.serving"):  # served models must be started first
+        build_synthesis(config()).dataset([str(image)])
+    plan = build_synthesis(config("laptop.yaml", "serving.mode=actors"))
     ds = plan.dataset([str(image)])  # nothing runs, no engine is built (the fixture would fail)
     assert type(ds).__name__ == "Dataset"
     names, op = [], ds._logical_plan.dag

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -157,8 +158,9 @@ def preflight(cfg: R2IConfig) -> None:
     check_eval(cfg.evaluate, models=False, output=False, prefix="evaluate.")
 
 
-def synthesize(cfg: R2IConfig, synth_cfg: SynthConfig) -> tuple[ray.data.Dataset | None, dict]:
-    """Run synthesis; return the stats and, when the rows are not persisted, the lazy dataset of kept rows."""
+def synthesize(cfg: R2IConfig, synth_cfg: SynthConfig, stack: ExitStack) -> tuple[ray.data.Dataset | None, dict]:
+    """Run synthesis; return the stats and, when the rows are not persisted, the lazy dataset of kept rows
+    (its served models then stay up, on ``stack``, until the chain ends: the trainer consumes it)."""
     if cfg.output.persist_rows:
         from zwz_ray.synth import run_synthesis
 
@@ -169,8 +171,8 @@ def synthesize(cfg: R2IConfig, synth_cfg: SynthConfig) -> tuple[ray.data.Dataset
         return None, result.stats  # distillation reads the committed rows of synth/ (its data.path)
     from zwz_ray.synth import build_synthesis
 
-    ds = build_synthesis(synth_cfg).dataset()
-    return ds, {"streamed": True}
+    plan = stack.enter_context(build_synthesis(synth_cfg).serving())
+    return plan.dataset(), {"streamed": True}
 
 
 def run_r2i(cfg: R2IConfig) -> R2IResult:
@@ -185,13 +187,14 @@ def run_r2i(cfg: R2IConfig) -> R2IResult:
     timings: dict[str, float] = {}
     synth_cfg, distill_cfg = cfg.synth, cfg.distill
 
-    t0 = time.perf_counter()
-    dataset, synth_stats = synthesize(cfg, synth_cfg)
-    timings["synthesis_s"] = time.perf_counter() - t0
+    with ExitStack() as stack:
+        t0 = time.perf_counter()
+        dataset, synth_stats = synthesize(cfg, synth_cfg, stack)
+        timings["synthesis_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    distilled = run_distill(distill_cfg, dataset=dataset)
-    timings["distillation_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        distilled = run_distill(distill_cfg, dataset=dataset)
+        timings["distillation_s"] = time.perf_counter() - t0
     if not distilled.export_dir:
         raise RuntimeError("distillation exported no model (set distill.output.export: true) so there is nothing to evaluate")
 

@@ -40,6 +40,7 @@ class Job:
     run: Callable[[Any], Any]
     summary: Callable[[Any], typing.Iterable[str]]
     errors: tuple[type[BaseException], ...] = ()  # bad input the job reports as one line (exit status 2)
+    plan: Callable[[Any], str] | None = None  # ``--plan``: what the job would start (models, replicas, GPUs)
 
     @property
     def default_config(self) -> str:
@@ -47,7 +48,7 @@ class Job:
 
     def main(self, argv: typing.Sequence[str] | None = None, *, description: str = "") -> int:
         cfg = config_from_cli(self.config_class, argv, description=description, default_config=self.default_config,
-                              prog=f"python -m pipelines.{self.name}")
+                              prog=f"python -m pipelines.{self.name}", plan=self.plan)
         try:
             result = self.run(cfg)
         except ConfigError as exc:  # a path, URI or output location found wrong at start-up (zwz_ray.preflight)
@@ -61,7 +62,8 @@ class Job:
         return 0
 
 
-def parser_for(description: str = "", default_config: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
+def parser_for(description: str = "", default_config: str | None = None, prog: str | None = None,
+               plan: bool = False) -> argparse.ArgumentParser:
     shown = os.path.relpath(default_config, REPO_ROOT) if default_config else None
     default = f" (default: {shown}, or the built-in defaults where that file is absent)" if shown else ""
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,13 +73,18 @@ def parser_for(description: str = "", default_config: str | None = None, prog: s
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--explain", action="store_true",
                         help="print every config key with its value, meaning and default, and exit")
+    if plan:
+        parser.add_argument("--plan", action="store_true", help="print the models the job would serve (stages, replicas, "
+                            "GPUs per replica) and the total GPUs, start nothing, and exit")
     return parser
 
 
 def config_from_cli(cls: type, argv: typing.Sequence[str] | None = None, *, description: str = "",
-                    default_config: str | None = None, prog: str | None = None) -> Any:
-    """Parse ``--config/--set/--print-config/--explain``; exits with a short message on a config error."""
-    parser = parser_for(description, default_config, prog)
+                    default_config: str | None = None, prog: str | None = None,
+                    plan: Callable[[Any], str] | None = None) -> Any:
+    """Parse ``--config/--set/--print-config/--explain`` (and ``--plan`` when the job has one); exits with a short
+    message on a config error."""
+    parser = parser_for(description, default_config, prog, plan=plan is not None)
     args = parser.parse_args(argv)
     path = args.config or (default_config if default_config and os.path.isfile(default_config) else None)
     try:
@@ -93,6 +100,12 @@ def config_from_cli(cls: type, argv: typing.Sequence[str] | None = None, *, desc
         parser.exit(0)
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        parser.exit(0)
+    if plan is not None and args.plan:
+        try:
+            print(plan(cfg))
+        except ConfigError as exc:
+            parser.exit(2, f"config error: {exc}\n")
         parser.exit(0)
     return cfg
 

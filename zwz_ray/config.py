@@ -88,6 +88,10 @@ class ResourcesConfig:
     batch_size: int = bounded(8, 1, doc="rows per map_batches call")
     min_replicas: int = bounded(1, 1, doc="model stages: the actor pool's smallest size (stateless stages ignore it)")
     max_replicas: int = bounded(1, 1, doc="model stages: the actor pool's largest size; the autoscaler grows up to it")
+    target_ongoing_requests: float = bounded(2.0, 0.1, doc="served models: calls per replica Serve's autoscaler aims at "
+                                             "(more in flight adds replicas, up to max_replicas)")
+    max_ongoing_requests: int = bounded(16, 1, doc="served models: calls one replica takes at once (batched into one "
+                                        "engine call); Serve queues the rest")
 
     def validate(self, where: str) -> None:
         if self.max_replicas < self.min_replicas:
@@ -130,6 +134,27 @@ class EngineConfig:
             raise ConfigError(f"{where}.base_url is required when backend is 'openai'")
         if self.backend == "vllm" and self.resources.num_gpus == 0 and self.tensor_parallel_size > 1:
             raise ConfigError(f"{where}: tensor_parallel_size > 1 needs resources.num_gpus > 0")
+
+
+@dataclass
+class ServingConfig:
+    """How models are run: each one served once on Ray Serve, or one copy per stage."""
+
+    mode: Literal["serve", "actors"] = setting("serve", doc=(
+        "serve: every model (hf or vllm backend) is ONE Ray Serve deployment (min..max replicas of its resources) that "
+        "every stage naming it calls; actors: every stage loads its own copy in its own actor pool. openai-backend "
+        "models are endpoints either way"))
+    route_by_image: bool = setting(True, doc="send the requests about one image to the same replica (prefix and "
+                                   "encoder cache reuse); false: Serve's power-of-two-choices routing")
+    retry_s: float = bounded(600.0, 0.0, doc="a call whose replica died or was unreachable is sent again (Serve restarts "
+                             "the replica; a large model takes minutes to load) until this many seconds have passed; "
+                             "then its requests fail as engine errors, which the next run redoes")
+    client_cpus: float = bounded(0.1, 0.0, doc="CPUs of one stage client actor (it only sends requests and reads rows)")
+    batch_wait_s: float = bounded(0.01, 0.0, doc="a replica waits this long for more calls to batch with the first")
+    allow_pending_gpus: bool = setting(False, doc="start even when the cluster has fewer GPUs than the plan's minimum "
+                                       "(an autoscaling cluster adds GPU nodes on demand); also ZWZ_ALLOW_PENDING_GPUS=1")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting("WARNING", doc="Serve's own log level (replicas, "
+                                                                       "controller); per-request access logs stay off")
 
 
 @dataclass

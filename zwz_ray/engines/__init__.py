@@ -32,6 +32,7 @@ __all__ = [
     "SamplingParams",
     "as_pil",
     "build_engine",
+    "connect",
     "describe_schema",
     "message_images",
     "parse_json",
@@ -57,3 +58,17 @@ def build_engine(config: EngineConfig) -> Engine:
 
         return OpenAIEngine(config)
     raise ValueError(f"unknown engine backend {config.backend!r}; use hf, vllm or openai")
+
+
+def connect(config: EngineConfig, served: dict | None = None) -> Engine:
+    """The engine a stage uses for ``config``: a client of its Serve deployment when ``served`` (model key ->
+    :class:`~zwz_ray.engines.deployments.DeploymentRef`) holds the model, else the model loaded here."""
+    if served:
+        from zwz_ray.engines.deployments import model_key
+
+        ref = served.get(model_key(config))
+        if ref is not None:
+            from zwz_ray.engines.served import ServedEngine
+
+            return ServedEngine(config, ref)
+    return build_engine(config)

@@ -63,6 +63,8 @@ class VLLMEngine(Engine):
             max_model_len=c.max_model_len,
             enforce_eager=c.enforce_eager,
             seed=c.seed,
+            # the stages about one image share its prefix (a served replica gets them by image affinity)
+            enable_prefix_caching=True,
             # xgrammar honours maxLength/maxItems; no free whitespace, so bounded schemas end in time.
             structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
         )

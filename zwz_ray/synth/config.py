@@ -16,6 +16,7 @@ from zwz_ray.config import (
     EngineConfig,
     RayConfig,
     ResourcesConfig,
+    ServingConfig,
     bounded,
     listed,
     model_ref,
@@ -86,16 +87,45 @@ class GroundingModelConfig:
     resources: ResourcesConfig = section(ResourcesConfig, doc="scheduling of the grounding actor pool")
 
 
+NAMED = " (a model section, or the name of one under `engines`)"
+
+
 @dataclass
 class ModelsConfig:
-    """The engines of synthesis."""
+    """The engines of synthesis. Each is a model section or the name of one under ``engines``: stages
+    naming the same model (or holding identical sections) share one served deployment."""
 
-    teacher: EngineConfig = section(EngineConfig, doc="the teacher VLM: proposal, questions, validation, distractors")
-    answerers: list[EngineConfig] = section(lambda: [EngineConfig()], doc="teachers that sample answers for consensus (paper: 2)")
-    judge: EngineConfig | None = setting(None, doc="text LLM judge of stage 8 (consensus) and stage 11 (undecided student "
-                                         "answers); null: the normaliser only, undecided counts as wrong")
+    teacher: EngineConfig | str = section(EngineConfig, doc="the teacher VLM: proposal, questions, validation, distractors" + NAMED)
+    answerers: list[EngineConfig | str] = section(lambda: [EngineConfig()], doc="teachers that sample answers for consensus "
+                                                  "(paper: 2)" + NAMED)
+    judge: EngineConfig | str | None = setting(None, doc="text LLM judge of stage 8 (consensus) and stage 11 (undecided "
+                                               "student answers); null: the normaliser only, undecided counts as wrong" + NAMED)
     grounding: GroundingModelConfig = section(GroundingModelConfig, doc="the stage 3 grounder")
-    student: EngineConfig | None = section(EngineConfig, doc="the student of the difficulty filter")
+    student: EngineConfig | str | None = section(EngineConfig, doc="the student of the difficulty filter" + NAMED)
+
+    def resolve(self, engines: dict[str, EngineConfig]) -> None:
+        """Replace every model name by its section under ``engines`` (its label defaults to the name)."""
+        self.teacher = resolve_model(self.teacher, engines, "models.teacher")
+        self.answerers = [resolve_model(a, engines, f"models.answerers[{i}]") for i, a in enumerate(self.answerers)]
+        self.judge = resolve_model(self.judge, engines, "models.judge")
+        self.student = resolve_model(self.student, engines, "models.student")
+
+
+def resolve_model(value: EngineConfig | str | None, engines: dict[str, EngineConfig], where: str) -> EngineConfig | None:
+    """``value`` as a model section: a name is looked up in ``engines`` (with a close-match hint)."""
+    if not isinstance(value, str):
+        return value
+    if value not in engines:
+        import difflib
+
+        known = sorted(engines)
+        close = difflib.get_close_matches(value, known, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{where} names the model {value!r}, which `engines` does not define (it defines {known}){hint}")
+    section_ = engines[value]
+    if not section_.name:
+        section_.name = value
+    return section_
 
 
 @dataclass
@@ -266,7 +296,10 @@ class SynthConfig:
 
     input: InputConfig = section(InputConfig, doc="stage 1: the image pool")
     output: OutputConfig = section(OutputConfig, doc="kept rows, drops, stats and the resume manifest")
+    engines: dict[str, EngineConfig] = section(dict, doc="named model sections that `models` refers to by name; each "
+                                               "model is served once, however many stages use it")
     models: ModelsConfig = section(ModelsConfig, doc="the engines")
+    serving: ServingConfig = section(ServingConfig, doc="each model one Ray Serve deployment, or one copy per stage")
     proposal: ProposalConfig = section(ProposalConfig, doc="stage 2: object proposal")
     crop: CropConfig = section(CropConfig, doc="stage 4: micro-crop")
     questions: QuestionsConfig = section(QuestionsConfig, doc="stage 5: question generation")
@@ -282,6 +315,7 @@ class SynthConfig:
     reliability: ReliabilityConfig = section(ReliabilityConfig, doc="retries of transient failures, circuit breaker")
 
     def validate(self, where: str) -> None:
+        self.models.resolve(self.engines)
         if not self.models.answerers:
             raise ConfigError("models.answerers needs at least one engine (paper: 2 teachers)")
         if self.difficulty.enabled and self.models.student is None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zwz_ray import __version__
 from zwz_ray.config import EngineConfig, ResourcesConfig, to_dict
+from zwz_ray.engines.deployments import Deployments, ModelPlan
 from zwz_ray.prompts import PROMPT_VERSION
 from zwz_ray.resources import map_batches_kwargs
 from zwz_ray.synth.columns import output_table
@@ -40,7 +42,8 @@ from zwz_ray.synth.stages import (
 _VOLATILE = {"resources", "device", "max_batch_requests", "max_concurrency", "timeout_s", "max_retries", "api_key_env",
              "base_url", "gpu_memory_utilization", "kv_cache_memory_bytes", "enforce_eager", "tensor_parallel_size",
              "max_prompts_per_forward"}
-_VOLATILE_SECTIONS = {"ray", "output", "demo", "cpu", "reliability"}
+# `engines` holds the named sections that `models` was resolved from (the resolved copies are hashed).
+_VOLATILE_SECTIONS = {"ray", "output", "demo", "cpu", "reliability", "serving", "engines"}
 _VOLATILE_INPUT = {"paths", "max_images", "generate_demo", "probe_threads", "probe_batch"}
 
 
@@ -54,6 +57,7 @@ class StageSpec:
     resources: ResourcesConfig
     stateful: bool
     models: tuple[str, ...] = ()
+    engines: bool = False  # the stage calls engines: it gets the served deployments (``served``) to connect to
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -79,6 +83,9 @@ class SynthesisPlan:
     config: SynthConfig
     stages: list[StageSpec] = field(default_factory=list)
     config_hash: str = ""
+    models: ModelPlan | None = None  # every model and actor pool, each model served once (see --plan)
+    served: dict = field(default_factory=dict)  # model key -> DeploymentRef while the deployments run
+    _serving: bool = False
 
     def names(self) -> list[str]:
         return [s.name for s in self.stages]
@@ -105,10 +112,26 @@ class SynthesisPlan:
         return [s for s in self.stages if s.resources.num_gpus > 0]
 
     def require_resources(self) -> None:
-        from zwz_ray.runtime import require_gpus
+        """The plan's total GPUs at its minimum (every deployment and pool) must fit the cluster."""
+        self.models.require_gpus("synthesis")
 
-        for spec in self.gpu_stages():
-            require_gpus(spec.resources.num_gpus, f"synthesis stage {spec.name!r}")
+    def describe(self) -> str:
+        """The deployment plan (``--plan``): per model its stages, replicas and GPUs, then the totals."""
+        return self.models.describe("synthesis plan")
+
+    @contextmanager
+    def serving(self):
+        """Start every served model (one Ray Serve deployment each) for the stages; delete them on exit."""
+        from zwz_ray.runtime import init_ray
+
+        init_ray(self.config.ray)
+        self.require_resources()
+        with Deployments(self.models, "synth") as deployments:
+            self.served, self._serving = deployments.refs, True
+            try:
+                yield self
+            finally:
+                self.served, self._serving = {}, False
 
     # ------------------------------------------------------------------ Ray Data
 
@@ -132,6 +155,9 @@ class SynthesisPlan:
             raise ValueError("no images to synthesize from")
         init_ray(self.config.ray)
         self.require_resources()
+        if self.models.deployments() and not self._serving:
+            raise RuntimeError("this plan serves its models on Ray Serve: build and consume its dataset inside "
+                               "`with plan.serving():` (or set serving.mode=actors)")
         ds = ray.data.from_items([{"source": s} for s in sources], override_num_blocks=min(len(sources), 1024))
         ds = self.apply(ds)
         if include_drops:
@@ -143,7 +169,8 @@ class SynthesisPlan:
         for spec in self.stages:
             kw = dict(batch_format="pyarrow", zero_copy_batch=False, **map_batches_kwargs(spec.resources, actors=spec.stateful))
             if spec.stateful:
-                ds = ds.map_batches(spec.cls, fn_constructor_kwargs=spec.kwargs, **kw)
+                kwargs = {**spec.kwargs, "served": self.served} if spec.engines else spec.kwargs
+                ds = ds.map_batches(spec.cls, fn_constructor_kwargs=kwargs, **kw)
             else:
                 ds = ds.map_batches(spec.build(), **kw)
         return ds
@@ -192,8 +219,23 @@ def _cpu(cfg: SynthConfig) -> ResourcesConfig:
     return ResourcesConfig(num_cpus=cfg.cpu.num_cpus, batch_size=cfg.cpu.batch_size)
 
 
-def _model(name: str, cls: type, engine: EngineConfig, **kwargs: Any) -> StageSpec:
-    return StageSpec(name, cls, {"engine_config": engine, "name": name, **kwargs}, engine.resources, True, (engine.label,))
+def _client(engines: list[EngineConfig], cfg: SynthConfig) -> ResourcesConfig:
+    """The resources of a stage that only calls served models: a few client actors, no GPU."""
+    first = engines[0].resources
+    return replace(first, num_cpus=cfg.serving.client_cpus, num_gpus=0.0, min_replicas=1,
+                   max_replicas=max(e.resources.max_replicas for e in engines))
+
+
+def _stage_resources(engines: list[EngineConfig], cfg: SynthConfig, own: ResourcesConfig) -> ResourcesConfig:
+    """``own`` when the stage loads a model itself, else the client's resources."""
+    served = cfg.serving.mode == "serve" or all(e.backend == "openai" for e in engines)
+    return _client(engines, cfg) if served else own
+
+
+def _model(name: str, cls: type, engine: EngineConfig, cfg: SynthConfig, models: ModelPlan, **kwargs: Any) -> StageSpec:
+    models.use(engine, name)
+    resources = _stage_resources([engine], cfg, engine.resources)
+    return StageSpec(name, cls, {"engine_config": engine, "name": name, **kwargs}, resources, True, (engine.label,), True)
 
 
 def _with_breaker(stages: list[StageSpec], cfg: SynthConfig) -> None:
@@ -204,32 +246,37 @@ def _with_breaker(stages: list[StageSpec], cfg: SynthConfig) -> None:
 
 def build_synthesis(cfg: SynthConfig) -> SynthesisPlan:
     """The stage list for ``cfg`` (paper order), without building any engine."""
-    m, digest = cfg.models, config_hash(cfg)
+    m, digest, models = cfg.models, config_hash(cfg), ModelPlan(cfg.serving)
     stages = [StageSpec("image_pool", ImagePool, {"input": cfg.input}, _cpu(cfg), False)]
-    stages.append(_model("proposal", Proposal, m.teacher, proposal=cfg.proposal, input=cfg.input))
+    stages.append(_model("proposal", Proposal, m.teacher, cfg, models, proposal=cfg.proposal, input=cfg.input))
     if m.grounding.backend == "sam3":
+        models.pool("grounding", m.grounding.model, "sam3", m.grounding.resources)
         stages.append(StageSpec("grounding", Sam3Grounding, {"grounding": m.grounding, "input": cfg.input},
                                 m.grounding.resources, True, (m.grounding.model,)))
     else:
-        stages.append(_model("grounding", VLMGrounding, m.teacher, grounding=m.grounding, input=cfg.input))
+        stages.append(_model("grounding", VLMGrounding, m.teacher, cfg, models, grounding=m.grounding, input=cfg.input))
     stages.append(StageSpec("crop", MicroCrop, {"crop": cfg.crop, "input": cfg.input}, _cpu(cfg), False))
-    stages.append(_model("questions", Questions, m.teacher, questions=cfg.questions))
-    stages.append(_model("validation", Validation, m.teacher, validation=cfg.validation, input=cfg.input))
+    stages.append(_model("questions", Questions, m.teacher, cfg, models, questions=cfg.questions))
+    stages.append(_model("validation", Validation, m.teacher, cfg, models, validation=cfg.validation, input=cfg.input))
     for i, answerer in enumerate(m.answerers, start=1):
-        stages.append(_model(f"answers_{i}", Answers, answerer, answers=cfg.answers))
+        stages.append(_model(f"answers_{i}", Answers, answerer, cfg, models, answers=cfg.answers))
     expected = cfg.answers.samples_per_teacher * len(m.answerers)
     judge_kwargs = {"consensus": cfg.consensus, "judge": m.judge, "expected_samples": expected, "name": "consensus"}
     if m.judge is not None and cfg.consensus.mode != "normalizer":
-        stages.append(StageSpec("consensus", Consensus, judge_kwargs, m.judge.resources, True, (m.judge.label,)))
+        models.use(m.judge, "consensus")
+        stages.append(StageSpec("consensus", Consensus, judge_kwargs, _stage_resources([m.judge], cfg, m.judge.resources),
+                                True, (m.judge.label,), True))
     else:
         stages.append(StageSpec("consensus", Consensus, judge_kwargs, _cpu(cfg), False))
     stages.append(StageSpec("overlay", Overlay, {"overlay": cfg.overlay, "input": cfg.input}, _cpu(cfg), False))
-    stages.append(_model("distractors", Distractors, m.teacher, mcq=cfg.mcq))
+    stages.append(_model("distractors", Distractors, m.teacher, cfg, models, mcq=cfg.mcq))
     stages.append(StageSpec("mcq", MCQAssembly, {"mcq": cfg.mcq}, _cpu(cfg), False))
     if cfg.difficulty.enabled:
-        stages.append(_model("difficulty", Difficulty, m.student, difficulty=cfg.difficulty, judge=m.judge))
+        stages.append(_model("difficulty", Difficulty, m.student, cfg, models, difficulty=cfg.difficulty, judge=m.judge))
+        if m.judge is not None and cfg.difficulty.judge:
+            models.use(m.judge, "difficulty", own_pool=False)  # actors mode: loaded inside the difficulty actors
     stages.append(StageSpec("output", OutputRows, {"provenance": provenance(cfg, digest)}, _cpu(cfg), False))
     _with_breaker(stages, cfg)
-    plan = SynthesisPlan(cfg, stages, digest)
+    plan = SynthesisPlan(cfg, stages, digest, models)
     plan.check()
     return plan

@@ -1,6 +1,7 @@
 """``run_synthesis(cfg)``: the whole job as ONE streaming Ray Data execution, committed in chunks.
 
-Model actor pools start once per run. The driver reads the finished rows as they stream out,
+Each model starts once per run: one Ray Serve deployment per model (``serving.mode: serve``), deleted
+when the run ends, also on an error or Ctrl-C; or one actor pool per stage (``actors``). The driver reads the finished rows as they stream out,
 groups them by source image and knows when an image is complete (fan-out counts
 ``n_objects`` / ``n_questions``). Every ``output.chunk_size`` complete images are committed:
 kept rows (streamed into a parquet file as they come), drops, stats and a manifest line.
@@ -143,7 +144,8 @@ def run_synthesis(cfg: SynthConfig) -> SynthResult:
     tally = RunTally()
     try:
         if todo:
-            stream(plan, store, todo, cfg.output.chunk_size, attempts, tally)
+            with plan.serving():  # each model one Ray Serve deployment, deleted again when the stream ends
+                stream(plan, store, todo, cfg.output.chunk_size, attempts, tally)
     finally:  # also after an open circuit breaker: stats.json describes what was committed
         run = {"images": len(todo), "chunks": tally.chunks, "skipped_images": len(sources) - len(todo),
                "model_calls": model_calls(tally.stats), "redo": tally.redo,

@@ -5,9 +5,10 @@ takes and gives (0 image, 1 object, 2 question). :meth:`Stage.__call__` checks t
 passes dropped rows through untouched, hands the live rows to :meth:`Stage.process` (one list
 of output rows per input row: the row itself, its children, or the row marked dropped) and
 books the call's cost on the first output row. Model stages (:class:`ModelStage`) build their
-engine in ``__init__`` (from :func:`zwz_ray.engines.build_engine`) so Ray Data runs them as
-actor pools; a stage only talks to its engine through ``chat``, so swapping the engine for a
-client of a shared deployment changes no stage.
+engine in ``__init__`` (:func:`zwz_ray.engines.connect`) and Ray Data runs them as actor pools:
+with served models (``served``: the plan's running Ray Serve deployments) the engine is a light
+client of the model's one deployment, otherwise the actor loads the model itself. A stage only
+talks to its engine through ``chat``, so either way no stage changes.
 
 A failed model call drops its row as ``engine_error`` and a crash as ``stage_error``; both are
 marked retryable (``columns.retryable``) so that a rerun tries the image again. A model stage
@@ -243,12 +244,13 @@ class ModelStage(Stage):
     """A stage that asks one engine; the engine is built in ``__init__`` (once per actor)."""
 
     def __init__(self, engine_config: EngineConfig, *, engine: Engine | None = None, name: str | None = None,
-                 reliability: Any = None):
+                 reliability: Any = None, served: dict | None = None):
         super().__init__(name=name)
-        from zwz_ray.engines import build_engine
+        from zwz_ray.engines import connect
 
         self.engine_config = engine_config
-        self.engine = engine if engine is not None else build_engine(engine_config)
+        self.served = served or {}
+        self.engine = engine if engine is not None else connect(engine_config, self.served)
         self.breaker = None
         if reliability is not None and reliability.breaker_error_share < 1:
             self.breaker = Breaker(engine_config.label, reliability.breaker_window, reliability.breaker_error_share)

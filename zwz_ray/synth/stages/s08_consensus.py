@@ -206,16 +206,16 @@ class Consensus(Stage):
     level_in = level_out = QUESTION
 
     def __init__(self, consensus: ConsensusConfig, judge: EngineConfig | None = None, *,
-                 engine: Engine | None = None, expected_samples: int = 0, **kw):
+                 engine: Engine | None = None, expected_samples: int = 0, served: dict | None = None, **kw):
         super().__init__(**kw)
         self.cfg = consensus
         self.judge_config = judge
         self.expected = expected_samples
         self.judge = engine
         if judge is not None and engine is None and consensus.mode != "normalizer":
-            from zwz_ray.engines import build_engine
+            from zwz_ray.engines import connect
 
-            self.judge = build_engine(judge)
+            self.judge = connect(judge, served)
         self.mode = consensus.mode if self.judge is not None else "normalizer"
 
     def engines(self) -> dict[str, Engine]:

@@ -52,10 +52,10 @@ class Difficulty(ModelStage):
         self.judge_config = judge if difficulty.judge else None
         self.judge = None
         if self.judge_config is not None:
-            from zwz_ray.engines import build_engine
+            from zwz_ray.engines import connect
             from zwz_ray.judge import LLMJudge
 
-            self.judge = LLMJudge(judge_engine or build_engine(self.judge_config), difficulty.judge_max_tokens)
+            self.judge = LLMJudge(judge_engine or connect(self.judge_config, self.served), difficulty.judge_max_tokens)
 
     def engines(self) -> dict[str, Engine]:
         out = super().engines()
