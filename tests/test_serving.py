@@ -89,9 +89,13 @@ def _sets(images: Path, out: Path, mode: str) -> list[str]:
     return sets + [f"models.{e}.max_batch_requests=1" for e in ENGINES]
 
 
-def _rows(out: Path) -> list[dict]:
-    rows = [r for f in sorted((out / "kept").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+def _rows(out: Path, folder: str = "kept") -> list[dict]:
+    rows = [r for f in sorted((out / folder).glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     return sorted(rows, key=lambda r: (r["source"], r["object_index"], r["question_index"]))
+
+
+def _drops(out: Path) -> list[tuple]:
+    return [(r["source"], r["object_index"], r["question_index"], r["drop_stage"], r["drop_reason"]) for r in _rows(out, "drops")]
 
 
 class ReplicaKiller(threading.Thread):
@@ -123,8 +127,9 @@ def runs(ray_session, tmp_path_factory):
     from zwz_ray.synth.run import run_synthesis
 
     base = tmp_path_factory.mktemp("serving")
-    images = base / "images"
-    ensure_demo_images(str(images), n=3, seed=0, size=(1600, 1280))
+    # A fixed folder: row seeds derive from the image URIs, so these images give the same rows in every session.
+    images = Path(os.environ["ZWZ_CACHE_DIR"]) / "serving_images"
+    ensure_demo_images(str(images), n=4, seed=0, size=(1600, 1280))
     actors = run_synthesis(config("laptop.yaml", *_sets(images, base / "actors", "actors")))
     killer = ReplicaKiller(after=6)
     killer.start()
@@ -142,6 +147,7 @@ def test_served_rows_equal_per_stage_pool_rows_though_a_replica_was_killed(runs)
     keys = [(r["source"], r["object_index"], r["question_index"]) for r in served]
     assert len(keys) == len(set(keys))  # nothing duplicated
     assert served == actors  # nothing lost, every value the same
+    assert _drops(runs["base"] / "served") == _drops(runs["base"] / "actors")
     for result in (runs["actors"], runs["served"]):
         assert result.stats["retryable_drops"] == 0 and not result.stats["reconciliation_problems"]
 
