@@ -47,8 +47,17 @@ class Answers(ModelStage):
     writes = ("teacher_answers",)
     level_in = level_out = QUESTION
 
-    def __init__(self, engine_config: EngineConfig, answers: AnswersConfig, consensus: ConsensusConfig | None = None, *,
-                 position: int = 1, answerers: int = 1, judged: bool = False, **kw):
+    def __init__(
+        self,
+        engine_config: EngineConfig,
+        answers: AnswersConfig,
+        consensus: ConsensusConfig | None = None,
+        *,
+        position: int = 1,
+        answerers: int = 1,
+        judged: bool = False,
+        **kw,
+    ):
         if not 1 <= position <= answerers:
             raise ValueError(f"answerer position {position} is not within 1..{answerers}")
         super().__init__(engine_config, **kw)
