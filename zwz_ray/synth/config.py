@@ -193,7 +193,10 @@ class AnswersConfig:
 
 @dataclass
 class ConsensusConfig:
-    """Stage 8: keep the question when the largest group of equivalent answers is big enough."""
+    """Stage 8: keep the question when the largest group of equivalent answers is big enough.
+
+    ``early_stop`` lives here, not in AnswersConfig: it is this stage's arithmetic (threshold, judge or
+    not) applied early; the later answerer stages only ask it whether a question is already lost."""
 
     threshold: float = bounded(0.75, 0.0, 1.0, doc="smallest fraction of answers in the largest equivalent group (paper: 6 of 8)")
     mode: Literal["holistic", "pairwise", "normalizer"] = setting(
@@ -205,6 +208,11 @@ class ConsensusConfig:
     judge_max_tokens: int = bounded(1024, 1, doc="holistic judge: generation limit (reasoning, then the majority and its count)")
     judge_reasoning_chars: int = bounded(2000, 0, doc="holistic judge: most characters of reasoning before the verdict")
     pairwise_max_tokens: int = bounded(16, 1, doc="pairwise mode: generation limit of one same/different verdict")
+    early_stop: Literal["off", "exact", "normalizer"] = setting(
+        "exact", doc="a later answerer skips a question its samples can no longer save (dropped as no_consensus, as full "
+        "sampling would): off (every answerer samples every question), exact (skip only when no remaining samples and no "
+        "judge verdict could reach the threshold: kept rows are unchanged) or normalizer (the normaliser's bound even "
+        "with a judge, which might have merged distinct spellings: an approximation that skips more)")
 
 
 @dataclass

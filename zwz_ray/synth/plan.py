@@ -259,7 +259,9 @@ def build_synthesis(cfg: SynthConfig) -> SynthesisPlan:
     stages.append(_model("questions", Questions, m.teacher, cfg, models, questions=cfg.questions))
     stages.append(_model("validation", Validation, m.teacher, cfg, models, validation=cfg.validation, input=cfg.input))
     for i, answerer in enumerate(m.answerers, start=1):
-        stages.append(_model(f"answers_{i}", Answers, answerer, cfg, models, answers=cfg.answers))
+        stages.append(_model(f"answers_{i}", Answers, answerer, cfg, models, answers=cfg.answers, consensus=cfg.consensus,
+                             position=i, answerers=len(m.answerers),
+                             judged=m.judge is not None and cfg.consensus.mode != "normalizer"))
     expected = cfg.answers.samples_per_teacher * len(m.answerers)
     judge_kwargs = {"consensus": cfg.consensus, "judge": m.judge, "expected_samples": expected, "name": "consensus"}
     if m.judge is not None and cfg.consensus.mode != "normalizer":

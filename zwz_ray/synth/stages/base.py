@@ -128,10 +128,10 @@ class Stage(ABC):
     def drop(self, row: dict, reason: str, detail: str = "") -> dict:
         return drop(row, self.stage_name, reason, detail)
 
-    def flag(self, name: str) -> None:
-        """Count an event on a row that is NOT dropped (e.g. a judge reply not trusted); stats.json
-        shows the sum per stage under ``flags``."""
-        self._flags[name] += 1
+    def flag(self, name: str, count: int = 1) -> None:
+        """Count an event on a row that is NOT dropped (e.g. a judge reply not trusted; ``count`` at once,
+        e.g. samples not drawn); stats.json shows the sum per stage under ``flags``."""
+        self._flags[name] += count
 
 
 def check_columns(stage: Stage, present: list[str]) -> None:

@@ -17,6 +17,16 @@ asked and the group's most common spelling is the answer. Otherwise ``consensus.
   transitively. Cheap per call but it can chain near-colours ("dark brown" ~ "brown" ~ "light
   brown") into one group.
 * ``normalizer``: no judge at all (also what happens when ``models.judge`` is null).
+
+Early stop (``consensus.early_stop``): :func:`early_drop` is this stage's rule applied before all
+samples exist. A later answerer stage (stage 7) asks it, per question, whether the samples so far
+already rule the question out, and skips the question if so; here it is then dropped as
+``no_consensus`` like any other (the missing samples are padded with "" and count against; the
+detail says how many were drawn). A question is never KEPT early: that would change its
+``consistency`` and possibly its majority spelling. With 4 + 4 samples and 6 needed, a question is
+skipped after the first answerer when no answer has 2 votes (normaliser bound), or, when a judge
+will see the samples, when at most one of the 4 is non-empty (a judge can merge spellings, never
+create votes: :func:`_judge_can_matter` then finds it hopeless, so the judge would not be asked).
 """
 
 from __future__ import annotations
@@ -147,9 +157,39 @@ def consensus(answers: list, threshold: float = DEFAULT_THRESHOLD, same: SameFn 
     )
 
 
+def reaches(fraction: float, threshold: float) -> bool:
+    """The one threshold comparison of stage 8 (small tolerance for float round-off)."""
+    return fraction >= threshold - 1e-9
+
+
 def keep(result: ConsensusResult, threshold: float = DEFAULT_THRESHOLD) -> bool:
-    """Whether the question survives stage 8 (small tolerance for float round-off)."""
-    return result.answer is not None and result.fraction >= threshold - 1e-9
+    """Whether the question survives stage 8."""
+    return result.answer is not None and reaches(result.fraction, threshold)
+
+
+def needed_votes(n: int, threshold: float) -> int:
+    """The smallest group of ``n`` samples that :func:`keep` accepts: the least k with k/n reaching the
+    threshold, and at least 1 (a kept question needs an answer); n + 1 (never) when n is 0."""
+    return next((k for k in range(1, n + 1) if reaches(k / n, threshold)), n + 1)
+
+
+def early_drop(answers: list, remaining: int, n: int, threshold: float, rule: str = "exact", judged: bool = False) -> bool:
+    """Early stop: True when the question can no longer be kept, whatever ``remaining`` more samples say.
+
+    ``answers`` are the samples so far, ``n`` all there will be (the consensus pads to it), ``judged``
+    whether a judge will see them. ``rule``: ``off`` never stops; ``exact`` bounds the votes a group
+    can reach by the largest normaliser group (no judge) or by every non-empty sample (a judge may merge
+    any spellings, but empty samples never join a group); ``normalizer`` uses the normaliser's bound
+    even with a judge (an approximation: the judge might have merged distinct spellings).
+    """
+    if rule == "off":
+        return False
+    groups = _normalizer_groups(answers)
+    if rule == "exact" and judged:
+        votes = sum(len(g) for g in groups)
+    else:
+        votes = max((len(g) for g in groups), default=0)
+    return votes + remaining < needed_votes(n, threshold)
 
 
 # --------------------------------------------------------------------------- holistic judge
@@ -291,6 +331,9 @@ class Consensus(Stage):
             return
         sizes = result.group_sizes or [0]
         detail = f"largest group {sizes[0]} of {result.n} ({result.fraction:.2f} < {self.cfg.threshold})"
+        drawn = len(row["teacher_answers"] or [])
+        if drawn < result.n:
+            detail += f"; {drawn} of {result.n} samples drawn (the rest skipped by early stop, or missing)"
         if result.decided_by == "judge_rejected":
             self.drop(row, "judge_rejected", f"{result.note}; normaliser: {detail}")
         else:
