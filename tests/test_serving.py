@@ -95,7 +95,7 @@ def _rows(out: Path, folder: str = "kept") -> list[dict]:
 
 
 def _drops(out: Path) -> list[tuple]:
-    return [(r["source"], r["object_index"], r["question_index"], r["drop_stage"], r["drop_reason"]) for r in _rows(out, "drops")]
+    return [(r["source"], r["object_index"], r["question_index"], r["stage"], r["reason"], r["question"]) for r in _rows(out, "drops")]
 
 
 class ReplicaKiller(threading.Thread):
