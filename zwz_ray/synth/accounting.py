@@ -1,7 +1,7 @@
 """Statistics that stay correct under Ray's parallelism.
 
-Nothing is counted in shared state. Each stage call adds its cost (model calls, tokens, busy
-seconds) to the ``usage`` JSON of the first row it returns; a fanned-out row hands its usage
+Nothing is counted in shared state. Each stage call adds its cost (model calls, tokens, engine
+seconds, model loads, busy seconds) to the ``usage`` JSON of the first row it returns; a fanned-out row hands its usage
 to its first child only. Dropped rows stay in the data. So after the run, the final rows
 alone give every number exactly once: rows in/out per stage (from the unit keys of the rows
 that reached or passed it), every drop reason, and the cost per stage and model.
