@@ -96,6 +96,8 @@ def test_chain_end_to_end(ray_session, tmp_path):
     report = Path(result.report_path).read_text()
     for section in ("## Data synthesis", "## Distillation", "## Evaluation: base vs distilled student"):
         assert section in report
+    assert "| model | calls | prompt tokens | generated tokens | GPU-s | loads |" in report
+    assert f"Model cost per kept row ({summary['synthesis']['kept_rows']} kept rows;" in report
     for plot in ("training.png", "before_after.png"):
         data = (tmp_path / "plots" / plot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -144,3 +144,26 @@ def test_chain_report_states_the_grpo_reward(tmp_path):
     text = "\n".join(distillation_section(ReportInput(summary, fsspec.filesystem("file"), str(tmp_path))))
     assert "GRPO reward (mean of the step's responses): 0.250 (first step) -> 0.500 (last)" in text
     assert "groups with equal rewards: 50% of all" in text
+
+
+def test_chain_report_tables_the_cost_per_kept_row(tmp_path):
+    from zwz_ray.chain_report import synthesis_section
+    from zwz_ray.synth.cost import cost_per_kept_row
+
+    counts = {"calls": 30, "samples": 60, "prompt_tokens": 24000, "completion_tokens": 3600, "errors": 0, "engine_s": 5.0, "loads": 2}
+    models = {"teacher": counts, "api": {**counts, "loads": 0}, "sam": {"calls": 4, "samples": 12}}
+    s = summary()
+    s["synthesis"]["cost_per_kept_row"] = cost_per_kept_row({"kept_rows": 4, "models": models}, {"teacher": 0.5, "api": None}, {"sam"})
+    text = "\n".join(synthesis_section(ReportInput(s, fsspec.filesystem("file"), str(tmp_path))))
+    assert "Model cost per kept row (4 kept rows; GPU-s = engine seconds x GPUs of one replica" in text
+    assert "| model | calls | prompt tokens | generated tokens | GPU-s | loads |" in text
+    assert "| teacher | 7.5 | 6,000.0 | 900.0 | 0.62 | 2 |" in text  # 5 s x 0.5 GPU / 4 rows = 0.625
+    assert "| api | 7.5 | 6,000.0 | 900.0 | - | 0 |" in text
+    assert "| sam (not metered) | 1.0 | - | - | - | 0 |" in text
+    assert "| all metered models | 15.0 | 12,000.0 | 1,800.0 | 0.62 |  |" in text
+    assert text.index("| stage | rows in") < text.index("Model cost per kept row")
+    s["synthesis"]["cost_per_kept_row"] = cost_per_kept_row({"kept_rows": 0, "models": models}, {"teacher": 0.5}, {"sam"})
+    text = "\n".join(synthesis_section(ReportInput(s, fsspec.filesystem("file"), str(tmp_path))))
+    assert "| teacher | - | - | - | - | 2 |" in text and "No row was kept, so there is nothing to divide by" in text
+    del s["synthesis"]["cost_per_kept_row"]  # stats.json of an older run: no table, nothing breaks
+    assert "Model cost" not in "\n".join(synthesis_section(ReportInput(s, fsspec.filesystem("file"), str(tmp_path))))

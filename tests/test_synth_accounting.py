@@ -1,11 +1,18 @@
-"""Statistics computed from the final rows: per-stage counts, drop reasons, costs, identities."""
+"""Statistics computed from the final rows: per-stage counts, drop reasons, costs (engine seconds, loads), identities."""
 
 from __future__ import annotations
 
 import json
+import time
 
-from zwz_ray.synth.accounting import add_usage, compute_stats, merge_stats, model_calls, reconcile
-from zwz_ray.synth.columns import image_complete
+import pytest
+from synth_rows import new_row
+
+from zwz_ray.config import EngineConfig
+from zwz_ray.engines import ChatRequest, ChatResult, Engine, SamplingParams, user_message
+from zwz_ray.synth.accounting import add_usage, compute_stats, merge_stats, model_calls, reconcile, subtract_stats
+from zwz_ray.synth.columns import image_complete, to_table
+from zwz_ray.synth.stages.base import Stage
 
 STAGES = [("image_pool", 0, 0), ("proposal", 0, 1), ("grounding", 1, 1), ("crop", 1, 1), ("questions", 1, 2),
           ("validation", 2, 2), ("output", 2, 2)]
@@ -82,3 +89,80 @@ def test_image_complete_uses_fan_out_counts():
     assert not image_complete(a[:-1])  # question 1 of object 2 still missing
     assert not image_complete(a[1:])  # object 0 still missing
     assert image_complete([r for r in rows if r["source"] == "b"])
+
+
+# --------------------------------------------------------------------------- engine seconds and model loads
+
+
+class Echo(Engine):
+    """A model double: one reply per request, after a short wait (so the call has engine seconds)."""
+
+    def _chat(self, requests):
+        time.sleep(0.004)
+        return [ChatResult(texts=["ok"] * r.sampling.n, prompt_tokens=7, completion_tokens=2) for r in requests]
+
+
+class Asking(Stage):
+    """Sends one request per live row to its engine and keeps the row."""
+
+    name = "proposal"
+    reads = ("source",)
+
+    def __init__(self, engine: Engine):
+        super().__init__()
+        self.engine = engine
+
+    def engines(self):
+        return {self.engine.config.label: self.engine}
+
+    def process(self, rows):
+        self.engine.chat([ChatRequest([user_message("hi")], SamplingParams(n=2)) for _ in rows])
+        return [[{**r, "n_objects": 0}] for r in rows]
+
+
+def test_loads_and_engine_seconds_are_booked_on_real_rows():
+    stage = Asking(Echo(EngineConfig(model="echo")))
+    first = stage(to_table([new_row("a"), new_row("b")])).to_pylist()
+    second = stage(to_table([new_row("c")])).to_pylist()
+    usages = [json.loads(r["usage"])["proposal"]["models"]["echo"] for r in (first[0], second[0])]
+    assert first[1]["usage"] is None and [u["loads"] for u in usages] == [1, 0]  # the model loaded once, before batch 1
+    assert all(u["engine_s"] >= 0.004 and u["engine_s"] == round(u["engine_s"], 3) for u in usages)
+    stats = compute_stats(first + second, [("proposal", 0, 0)], ["a", "b", "c"])
+    echo = stats["models"]["echo"]
+    assert (echo["calls"], echo["samples"], echo["prompt_tokens"], echo["loads"]) == (3, 6, 21, 1)
+    assert isinstance(echo["calls"], int) and echo["engine_s"] == pytest.approx(usages[0]["engine_s"] + usages[1]["engine_s"])
+    assert echo["engine_s"] == pytest.approx(stage.engine.stats.engine_s, abs=0.002)  # what the engine measured, to the ms
+
+
+def old_usage(calls: int) -> str:
+    """A usage JSON written before loads and engine seconds were booked."""
+    counts = {"calls": calls, "samples": calls, "prompt_tokens": 100 * calls, "completion_tokens": 10 * calls, "errors": 0}
+    return json.dumps({"proposal": {"busy_s": 1.0, "models": {"teacher": counts}}})
+
+
+def test_usage_and_stats_written_before_the_new_counters_still_read():
+    usage = json.loads(add_usage(old_usage(2), "proposal", 0.5, {"teacher": {"calls": 1, "engine_s": 0.25, "loads": 1}}))
+    assert usage["proposal"]["models"]["teacher"] == {"calls": 3, "samples": 2, "prompt_tokens": 200, "completion_tokens": 20,
+                                                      "errors": 0, "engine_s": 0.25, "loads": 1}
+    old = compute_stats([row("a", 0, 0, usage=old_usage(2), n_objects=1, n_questions=1)], STAGES, ["a"])
+    assert (old["models"]["teacher"]["loads"], old["models"]["teacher"]["engine_s"]) == (0, 0)
+    # a chunk of an older output dir: its stats lack the keys altogether
+    for counts in (old["models"]["teacher"], old["stages"]["proposal"]["models"]["teacher"]):
+        del counts["loads"], counts["engine_s"]
+    new = compute_stats([row("b", 0, 0, usage=teacher_usage(1), n_objects=1, n_questions=1)], STAGES, ["b"])
+    merged = merge_stats(old, new)
+    assert merged["models"]["teacher"]["calls"] == 3 and reconcile(merged) == []
+    assert subtract_stats(merged, new)["models"]["teacher"]["calls"] == 2
+
+
+def test_engine_seconds_merge_and_subtract_without_float_residue():
+    seconds = [0.1, 0.2, 0.7]
+    chunks = [compute_stats([row(s, 0, 0, n_objects=1, n_questions=1,
+                                 usage=add_usage(None, "proposal", 0.0, {"teacher": {"calls": 1, "engine_s": e}}))], STAGES, [s])
+              for s, e in zip("abc", seconds)]
+    two = merge_stats(chunks[0], chunks[1])
+    assert two["models"]["teacher"]["engine_s"] == 0.3  # not 0.30000000000000004
+    merged = merge_stats(two, chunks[2])
+    rest = subtract_stats(subtract_stats(merged, chunks[2]), chunks[1])
+    assert rest["models"]["teacher"]["engine_s"] == 0.1
+    assert subtract_stats(rest, chunks[0])["models"] == {}  # nothing left: the model disappears

@@ -146,6 +146,22 @@ def test_kept_rows_went_through_every_stage(scenario):
     assert all(m["prompt_tokens"] > 0 for label, m in models.items() if label != "tiny:sam3@5")
 
 
+def test_stats_give_the_cost_per_kept_row(scenario):
+    stats = json.loads((scenario["out"] / "stats.json").read_text())
+    cost, kept = stats["cost_per_kept_row"], stats["kept_rows"]
+    assert cost["kept_rows"] == kept > 0
+    hf = {label: m for label, m in stats["models"].items() if label != "tiny:sam3@5"}
+    for label, m in hf.items():
+        mine = cost["models"][label]
+        assert mine["per_kept_row"]["calls"] == round(m["calls"] / kept, 3) and mine["total"]["calls"] == m["calls"]
+        assert mine["total"]["engine_s"] > 0 and mine["loads"] >= 1 and mine["metered"]
+        assert mine["gpus_per_replica"] == 0.0 and mine["per_kept_row"]["gpu_s"] == 0.0  # the laptop models run on CPU
+    assert cost["models"]["tiny:sam3@5"]["metered"] is False
+    assert cost["all_models"]["per_kept_row"]["calls"] == round(sum(m["calls"] for m in hf.values()) / kept, 3)
+    summary = scenario["again"].summary().splitlines()
+    assert len(summary) == 5 and summary[2].startswith("model cost per kept row: ") and summary[2].endswith(" 0.0 GPU-s")
+
+
 def test_rerun_after_success_does_nothing(scenario):
     again = scenario["again"]
     assert again.run["model_calls"] == 0 and again.run["images"] == 0

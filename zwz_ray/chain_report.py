@@ -101,6 +101,29 @@ def synthesis_section(r: ReportInput) -> list[str]:
     for name, st in stats.get("stages", {}).items():
         reasons = ", ".join(f"{k} {c}" for k, c in sorted(st.get("dropped", {}).items(), key=lambda kv: -kv[1])) or "-"
         lines.append(f"| {name} | {st.get('rows_in', 0)} | {st.get('rows_out', 0)} | {reasons} | {st.get('busy_s', 0):.1f} |")
+    return [*lines, "", *cost_table(stats.get("cost_per_kept_row"))]
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def cost_table(cost: dict | None) -> list[str]:
+    """Per model: calls, tokens and GPU-seconds per kept row, and its model loads (stats.json ``cost_per_kept_row``)."""
+    if not cost or not cost.get("models"):
+        return []
+    kept = cost.get("kept_rows", 0)
+    lines = [f"Model cost per kept row ({kept} kept rows; GPU-s = engine seconds x GPUs of one replica, "
+             "- where unknown or not metered):", "",
+             "| model | calls | prompt tokens | generated tokens | GPU-s | loads |", "|---|---:|---:|---:|---:|---:|"]
+    rows = [(label, m["per_kept_row"], m.get("loads", 0), m.get("metered", True)) for label, m in cost["models"].items()]
+    rows.append(("all metered models", cost["all_models"]["per_kept_row"], None, True))
+    for label, per, loads, metered in rows:
+        name = label if metered else f"{label} (not metered)"
+        lines.append(f"| {name} | {_num(per['calls'])} | {_num(per['prompt_tokens'])} | {_num(per['generated_tokens'])} "
+                     f"| {_num(per['gpu_s'], 2)} | {'' if loads is None else loads} |")
+    if not kept:
+        lines.append("No row was kept, so there is nothing to divide by; stats.json `cost_per_kept_row` holds the totals.")
     return [*lines, ""]
 
 

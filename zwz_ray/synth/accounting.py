@@ -1,7 +1,7 @@
 """Statistics that stay correct under Ray's parallelism.
 
-Nothing is counted in shared state. Each stage call adds its cost (model calls, tokens, busy
-seconds) to the ``usage`` JSON of the first row it returns; a fanned-out row hands its usage
+Nothing is counted in shared state. Each stage call adds its cost (model calls, tokens, engine
+seconds, model loads, busy seconds) to the ``usage`` JSON of the first row it returns; a fanned-out row hands its usage
 to its first child only. Dropped rows stay in the data. So after the run, the final rows
 alone give every number exactly once: rows in/out per stage (from the unit keys of the rows
 that reached or passed it), every drop reason, and the cost per stage and model.
@@ -16,15 +16,23 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-COUNTERS = ("calls", "samples", "prompt_tokens", "completion_tokens", "errors")
+COUNTERS = ("calls", "samples", "prompt_tokens", "completion_tokens", "errors", "loads", "engine_s")
+SECONDS = "engine_s"  # the one float counter (seconds, kept to the millisecond); the others are integers
+
+
+def _count(key: str, value: float) -> float:
+    """A counter as it is stored: seconds rounded to the millisecond, the rest as integers."""
+    return round(float(value), 3) if key == SECONDS else int(value)
 
 
 # --------------------------------------------------------------------------- per-row usage
 
 
-def add_usage(usage: str | None, stage: str, busy_s: float, models: dict[str, dict[str, int]],
+def add_usage(usage: str | None, stage: str, busy_s: float, models: dict[str, dict[str, float]],
               flags: dict[str, int] | None = None) -> str:
-    """``usage`` (JSON or None) plus one stage call's cost and its flags (events on kept rows)."""
+    """``usage`` (JSON or None) plus one stage call's cost and its flags (events on kept rows).
+
+    A usage written before a counter existed reads as 0 for that counter."""
     data = json.loads(usage) if usage else {}
     entry = data.setdefault(stage, {"busy_s": 0.0, "models": {}})
     entry["busy_s"] = entry["busy_s"] + busy_s
@@ -33,11 +41,11 @@ def add_usage(usage: str | None, stage: str, busy_s: float, models: dict[str, di
     for label, counts in models.items():
         into = entry["models"].setdefault(label, dict.fromkeys(COUNTERS, 0))
         for key in COUNTERS:
-            into[key] += int(counts.get(key, 0))
+            into[key] = _count(key, into.get(key, 0) + _count(key, counts.get(key, 0)))
     return json.dumps(data, separators=(",", ":"))
 
 
-def stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+def stats_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {key: after.get(key, 0) - before.get(key, 0) for key in COUNTERS}
 
 
@@ -92,7 +100,7 @@ def _add_costs(stage_stats: dict, rows: Sequence[dict]) -> None:
             for label, counts in entry.get("models", {}).items():
                 acc = into["models"].setdefault(label, dict.fromkeys(COUNTERS, 0))
                 for key in COUNTERS:
-                    acc[key] += counts.get(key, 0)
+                    acc[key] = _count(key, acc[key] + counts.get(key, 0))
 
 
 def model_totals(stage_stats: dict) -> dict:
@@ -100,7 +108,7 @@ def model_totals(stage_stats: dict) -> dict:
     for entry in stage_stats.values():
         for label, counts in entry["models"].items():
             for key in COUNTERS:
-                totals[label][key] += counts[key]
+                totals[label][key] = _count(key, totals[label][key] + counts.get(key, 0))
     return dict(totals)
 
 
@@ -112,7 +120,9 @@ def model_calls(stats: dict) -> int:
 
 
 def merge_stats(a: dict, b: dict) -> dict:
-    """Sum two stats dicts (numbers add, dicts merge key by key, order of first appearance)."""
+    """Sum two stats dicts (numbers add, dicts merge key by key, order of first appearance).
+
+    A key only one side has is copied, so stats written before a counter existed merge fine."""
     out = dict(a)
     for key, value in b.items():
         if key not in out:
@@ -120,7 +130,7 @@ def merge_stats(a: dict, b: dict) -> dict:
         elif isinstance(value, dict):
             out[key] = merge_stats(out[key], value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = out[key] + value
+            out[key] = _count(key, out[key] + value) if key == SECONDS else out[key] + value
         else:
             out[key] = value
     return out
@@ -137,7 +147,7 @@ def subtract_stats(a: dict, b: dict) -> dict:
         if isinstance(value, dict):
             out[key] = subtract_stats(value, other if isinstance(other, dict) else {})
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(other, (int, float)):
-            out[key] = value - other
+            out[key] = _count(key, value - other) if key == SECONDS else value - other
         else:
             out[key] = value
     if isinstance(out.get("dropped"), dict):

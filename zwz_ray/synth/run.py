@@ -26,6 +26,7 @@ from zwz_ray.progress import Progress
 from zwz_ray.synth.accounting import compute_stats, drop_reasons, merge_stats, model_calls, reconcile
 from zwz_ray.synth.columns import SMALL_COLUMNS, SMALL_SCHEMA, drops_table, image_complete, is_dropped, output_table, to_table
 from zwz_ray.synth.config import SynthConfig
+from zwz_ray.synth.cost import cost_line, cost_per_kept_row, model_gpus, not_metered
 from zwz_ray.synth.plan import SynthesisPlan, build_synthesis
 from zwz_ray.synth.stages import select_images
 from zwz_ray.synth.stages.base import CircuitOpenError
@@ -60,6 +61,8 @@ class SynthResult:
             f"{self.run.get('skipped_images', 0)} already done, {self.run.get('model_calls', 0)} model calls, "
             f"{self.run.get('wall_s', 0):.1f}s",
         ]
+        if cost := cost_line(self.stats.get("cost_per_kept_row")):
+            lines.append(cost)
         if self.top_drop_reasons():
             lines.append("top drop reasons: " + ", ".join(f"{k} {v}" for k, v in self.top_drop_reasons()))
         lines.append(f"output: {self.output_dir} (kept/, drops/, stats.json)")
@@ -240,6 +243,7 @@ def finish_stats(plan: SynthesisPlan, merged: dict, run: dict) -> dict:
         "retryable_drops": merged.get("retryable_drops", 0),
         "stages": ordered,
         "models": merged["models"],
+        "cost_per_kept_row": cost_per_kept_row(merged, model_gpus(plan.config), not_metered(plan.config)),
         "drop_reasons": dict(drop_reasons(merged).most_common()),
         "reconciliation_problems": reconcile(merged) if ordered else [],
         "this_run": run,
