@@ -126,8 +126,8 @@ class ChatResult:
     # This request's share of the engine call that served it (the call's wall time over its requests),
     # in seconds; times the GPUs of one replica it gives the GPU-seconds the request cost.
     engine_s: float = 0.0
-    # 1 on the first result a newly loaded model hands back (so model loads are counted where results
-    # are booked, also when the model runs in another process: a served deployment replica).
+    # 1 on the first result a served deployment replica hands back after loading its model, so that its
+    # clients count the load where they book their results (a local engine counts its load in its stats).
     loads: int = 0
 
     @property
@@ -142,7 +142,7 @@ class EngineStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     errors: int = 0
-    loads: int = 0  # model loads whose results were booked here
+    loads: int = 0  # model loads: 1 for an engine that loaded its model here, or the loads its replicas reported
     engine_s: float = 0.0  # engine seconds spent on these calls (see ChatResult.engine_s)
 
     def add(self, result: ChatResult, n: int) -> None:
@@ -163,7 +163,7 @@ class Engine(ABC):
 
     ``loads_model``: whether building the engine loads the model in this process (hf, vllm); an
     endpoint client (openai) or a client of a served deployment does not. The first results a
-    loading engine returns carry ``loads=1``, so stats count every load exactly once.
+    loading engine starts its stats with ``loads=1``; a served replica reports its load on its first result.
     ``measures_time``: whether ``chat`` books its wall time as ``engine_s`` (not a client of a served
     deployment, whose replica reports its own).
     """
@@ -174,7 +174,7 @@ class Engine(ABC):
     def __init__(self, config: EngineConfig):
         self.config = config
         self.stats = EngineStats()
-        self._unbooked_load = self.loads_model
+        self.stats.loads = 1 if self.loads_model else 0
 
     @abstractmethod
     def _chat(self, requests: list[ChatRequest]) -> list[ChatResult]: ...
@@ -190,8 +190,6 @@ class Engine(ABC):
             share = (time.perf_counter() - start) / len(results)
             for res in results:
                 res.engine_s = share
-        if self._unbooked_load:
-            results[0].loads, self._unbooked_load = 1, False
         for req, res in zip(requests, results):
             self.stats.add(res, req.sampling.n)
         return results

@@ -47,6 +47,7 @@ class ModelServer:
 
         self.config = config
         self.engine = build_engine(config)
+        self._load_reported = False
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="engine")
         self.chat_batch.set_max_batch_size(max_batch)
         self.chat_batch.set_batch_wait_timeout_s(batch_wait_s)
@@ -62,6 +63,8 @@ class ModelServer:
         except Exception as exc:  # engines return per-request errors; this is a broken engine
             log.warning("served model %s failed a batch of %d requests: %s", self.config.label, len(flat), exc)
             results = [ChatResult(error=f"served_engine_failed: {type(exc).__name__}: {exc}") for _ in flat]
+        if results and not self._load_reported:  # the clients count this replica's load from its first result
+            results[0].loads, self._load_reported = 1, True
         out, start = [], 0
         for call in calls:
             out.append(results[start : start + len(call)])

@@ -66,6 +66,7 @@ class Stage(ABC):
     def __init__(self, *, name: str | None = None):
         self.stage_name = name or type(self).name
         self._flags: Counter[str] = Counter()
+        self._booked_once = False
 
     # ------------------------------------------------------------------ to override
 
@@ -89,6 +90,9 @@ class Stage(ABC):
         self._flags = Counter()
         start = time.perf_counter()
         before = self.counters()
+        if not self._booked_once:  # the first call books the model loads of building the stage's engines
+            before = {label: {**counts, "loads": 0} for label, counts in before.items()}
+            self._booked_once = True
         rows = [{**dict.fromkeys(ALL_COLUMNS), **row} for row in to_rows(batch)]
         passed = [is_dropped(row) for row in rows]  # decided before process() marks new drops
         live = [row for row, done in zip(rows, passed) if not done]
