@@ -95,7 +95,7 @@ def test_per_kept_row_of_a_mixed_run():
     every = cost["all_models"]
     assert every["total"] == {"calls": 6, "samples": 12, "prompt_tokens": 6000, "generated_tokens": 600, "engine_s": 9.0, "gpu_s": 48.0}
     assert every["per_kept_row"]["calls"] == 3.0 and every["per_kept_row"]["gpu_s"] == 24.0
-    assert every["gpu_s_leaves_out"] == [API]
+    assert every["gpu_s_leaves_out"] == [API] and isinstance(cost_per_kept_row(stats(1), {HF: 0})["all_models"]["total"]["gpu_s"], float)
     line = cost_line(cost)
     assert line == (
         f"model cost per kept row: 3.0 calls, 3.0k prompt tokens, 300.0 generated tokens, 4.5 engine-s, 24.0 GPU-s (GPUs unknown for {API})"

@@ -62,7 +62,7 @@ def cost_per_kept_row(stats: dict, gpus: dict[str, float | None], unmetered: Ite
     kept = stats.get("kept_rows", 0)
     unmetered = set(unmetered)
     models, leaves_out = {}, []
-    all_models = dict.fromkeys(PER_ROW, 0)
+    all_models = {key: 0.0 if key.endswith("_s") else 0 for key in PER_ROW}
     for label, counts in stats.get("models", {}).items():
         metered = label not in unmetered
         total = _model_total(counts, gpus.get(label), metered)
