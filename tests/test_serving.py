@@ -13,9 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from zwz_ray.config import ConfigError, EngineConfig, ResourcesConfig, ServingConfig, load_config
+from zwz_ray.config import ConfigError, EngineConfig, ResourcesConfig, load_config
 from zwz_ray.demo import ensure_demo_images
 from zwz_ray.engines.deployments import ModelPlan
+from zwz_ray.engines.serving import ServingConfig
 from zwz_ray.synth import build_synthesis
 from zwz_ray.synth.config import SynthConfig
 

@@ -23,7 +23,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from zwz_ray.config import EngineConfig, ResourcesConfig, ServingConfig, to_dict
+from zwz_ray.config import EngineConfig, ResourcesConfig, to_dict
+from zwz_ray.engines.serving import ServingConfig
 from zwz_ray.logs import get_logger
 
 log = get_logger(__name__)

@@ -32,8 +32,9 @@ from ray import serve
 from ray.serve.config import RequestRouterConfig
 from ray.serve.request_router import FIFOMixin, RequestRouter
 
-from zwz_ray.config import EngineConfig, ServingConfig
+from zwz_ray.config import EngineConfig
 from zwz_ray.engines.base import ChatRequest, ChatResult, Engine, as_pil
+from zwz_ray.engines.serving import ServingConfig
 from zwz_ray.logs import get_logger
 
 log = get_logger(__name__)
@@ -43,7 +44,7 @@ class ModelServer:
     """One replica of a served model (the deployment's class)."""
 
     def __init__(self, config: EngineConfig, max_batch: int, batch_wait_s: float):
-        from zwz_ray.engines import build_engine
+        from zwz_ray.engines.backends import build_engine
 
         self.config = config
         self.engine = build_engine(config)

@@ -16,7 +16,6 @@ from zwz_ray.config import (
     EngineConfig,
     RayConfig,
     ResourcesConfig,
-    ServingConfig,
     bounded,
     listed,
     model_ref,
@@ -25,6 +24,7 @@ from zwz_ray.config import (
     uri,
     uri_list,
 )
+from zwz_ray.engines.serving import ServingConfig
 from zwz_ray.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from zwz_ray.prompts import MCQ_INSTRUCTION, OPTION_FORMAT, RED_BOX_INSTRUCTION, mcq_problem
 
