@@ -44,6 +44,7 @@ class DeploymentRef:
     deployment: str
     label: str
     retry_s: float = 600.0
+    call_timeout_s: float = 1800.0
     route_by_image: bool = True
     log_level: str = "WARNING"  # Serve's logger in the client's process
 
@@ -189,8 +190,9 @@ class Deployments:
             except BaseException:
                 self._delete(names)
                 raise
-            self.refs = {s.key: DeploymentRef(n, "model", s.label, serving.retry_s, serving.route_by_image,
-                                               serving.log_level)
+            self.refs = {s.key: DeploymentRef(
+                n, "model", s.label, retry_s=serving.retry_s, call_timeout_s=serving.call_timeout_s,
+                route_by_image=serving.route_by_image, log_level=serving.log_level)
                          for s, n in zip(specs, names)}
         return self
 

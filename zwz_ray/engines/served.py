@@ -3,10 +3,12 @@
 ``ModelServer`` (one per replica) builds the engine once (hf or vllm, :func:`build_engine`) and
 serves ``chat(requests, route_key)``. Calls that arrive together are merged by ``serve.batch`` into
 ONE engine call, so requests of different stages (proposal, questions, validation ...) share a
-generate / vLLM step. The engine is synchronous (``vllm.LLM`` or ``generate``) and runs in one
-worker thread, so the replica's event loop keeps answering Serve's health checks meanwhile. (The
-synchronous engine with Serve's batching is what runs on vLLM's CPU build; vLLM's async engine
-starts its engine core in a subprocess.)
+generate / vLLM step. The engine is the synchronous one of the backend (``vllm.LLM`` or
+``generate``, the same as in ``serving.mode: actors``) and runs in one worker thread, so the replica's
+event loop keeps answering Serve's health checks meanwhile. vLLM's async engine (``AsyncLLM``) also
+runs inside a replica on the CPU build (its engine core in a subprocess); using it would give
+continuous batching across stages instead of ``serve.batch`` windows, at the price of a backend that
+renders chat messages and images itself.
 
 :class:`ImageAffinityRouter` sends every call with the same ``route_key`` to the same replica while
 it accepts work (rendezvous hashing over the live replicas, so a new or lost replica moves only its
@@ -144,11 +146,11 @@ class ServedEngine(Engine):
         deadline, attempt = time.monotonic() + self.ref.retry_s, 0
         while True:
             try:
-                out = response.result()
+                out = response.result(timeout_s=self.ref.call_timeout_s)
                 if len(out) == len(idx):
                     return out
                 error = f"served model returned {len(out)} results for {len(idx)} requests"
-            except Exception as exc:  # the replica died, or Serve could not reach it: it is restarted
+            except Exception as exc:  # the replica died (Serve restarts it), was unreachable, or the call timed out
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             wait = min(2.0**attempt, 10.0)
             if time.monotonic() + wait > deadline:

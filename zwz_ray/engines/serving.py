@@ -24,6 +24,8 @@ class ServingConfig:
     retry_s: float = bounded(600.0, 0.0, doc="a call whose replica died or was unreachable is sent again (Serve restarts "
                              "the replica; a large model takes minutes to load) until this many seconds have passed; "
                              "then its requests fail as engine errors, which the next run redoes")
+    call_timeout_s: float = bounded(1800.0, 1.0, doc="a call without an answer after this many seconds counts as failed and "
+                                    "is sent again (a hung engine); longer than the longest generation of a batch")
     client_cpus: float = bounded(0.1, 0.0, doc="CPUs of one stage client actor (it only sends requests and reads rows)")
     batch_wait_s: float = bounded(0.01, 0.0, doc="a replica waits this long for more calls to batch with the first")
     allow_pending_gpus: bool = setting(False, doc="start even when the cluster has fewer GPUs than the plan's minimum "
