@@ -1,9 +1,19 @@
 """The transformers backend: batched ``generate`` on any device, text models and VLMs.
 
 Requests are grouped by (n, max_tokens) and run ``max_batch_requests`` at a time through one
-``generate`` call with left padding; ``n`` samples come from ``num_return_sequences``
-(transformers repeats each prompt n times inside that one call, so the n samples are decoded
-together in the same batch).
+``generate`` call with left padding; the n samples of a request are n consecutive rows of that
+batch (request-major), decoded together.
+
+Shared prefill (``engines/hf_prefill.py``): for n > 1 on an allowed model type (the tiny text,
+Qwen2.5-VL, Qwen3-VL and Idefics3 families) the chunk's prompts run ONE forward pass over all
+tokens but the last, images included; the KV cache and Qwen-VL's ``rope_deltas`` are repeated n
+times per row and ``generate`` continues from that cache with the repeated prompts, so its first
+step runs only the last prompt token of each row and pixel values are not passed again. The
+tokens are those of the expanded path (``num_return_sequences=n``, which prefills every prompt n
+times and is kept for n == 1 and any other model type); the images are encoded once per chunk on
+both paths (transformers encodes them before it repeats the rows). ``prefilled_tokens`` counts
+the token positions, padding included, that the prompt prefills ran over; ``share_prefill =
+False`` switches to the expanded path (tests, ``benchmarks/bench_hf_prefill.py``).
 
 Token choice is done by :class:`RowSampler`, a logits processor that, for every row, applies
 the row's presence / repetition penalties (:class:`Penalties`), its grammar mask (a JSON
