@@ -1,9 +1,19 @@
 """The transformers backend: batched ``generate`` on any device, text models and VLMs.
 
 Requests are grouped by (n, max_tokens) and run ``max_batch_requests`` at a time through one
-``generate`` call with left padding; ``n`` samples come from ``num_return_sequences``
-(transformers repeats each prompt n times inside that one call, so the n samples are decoded
-together in the same batch).
+``generate`` call with left padding; the n samples of a request are n consecutive rows of that
+batch (request-major), decoded together.
+
+Shared prefill (``engines/hf_prefill.py``): for n > 1 on an allowed model type (the tiny text,
+Qwen2.5-VL, Qwen3-VL and Idefics3 families) the chunk's prompts run ONE forward pass over all
+tokens but the last, images included; the KV cache and Qwen-VL's ``rope_deltas`` are repeated n
+times per row and ``generate`` continues from that cache with the repeated prompts, so its first
+step runs only the last prompt token of each row and pixel values are not passed again. The
+tokens are those of the expanded path (``num_return_sequences=n``, which prefills every prompt n
+times and is kept for n == 1 and any other model type); the images are encoded once per chunk on
+both paths (transformers encodes them before it repeats the rows). ``prefilled_tokens`` counts
+the token positions, padding included, that the prompt prefills ran over; ``share_prefill =
+False`` switches to the expanded path (tests, ``benchmarks/bench_hf_prefill.py``).
 
 Token choice is done by :class:`RowSampler`, a logits processor that, for every row, applies
 the row's presence / repetition penalties (:class:`Penalties`), its grammar mask (a JSON
@@ -22,6 +32,7 @@ from typing import Any
 import torch
 
 from zwz_ray.engines.base import ChatRequest, ChatResult, Engine, message_images, template_messages
+from zwz_ray.engines.hf_prefill import can_share, expanded_prefill_tokens, shared_prefill
 from zwz_ray.engines.structured import GrammarCompiler, GrammarConstraint, with_schema_instruction
 from zwz_ray.logs import get_logger
 
@@ -81,8 +92,16 @@ class RowSampler:
     ``top_ks[i]`` <= 0 means no top-k limit for row i.
     """
 
-    def __init__(self, temps: list[float], top_ps: list[float], seeds: list[int], eos_id: int, constraint: GrammarConstraint | None,
-                 top_ks: list[int] | None = None, penalties: Penalties | None = None):
+    def __init__(
+        self,
+        temps: list[float],
+        top_ps: list[float],
+        seeds: list[int],
+        eos_id: int,
+        constraint: GrammarConstraint | None,
+        top_ks: list[int] | None = None,
+        penalties: Penalties | None = None,
+    ):
         self.temps = torch.tensor(temps, dtype=torch.float32)
         self.top_ps = torch.tensor(top_ps, dtype=torch.float32)
         self.top_ks = torch.tensor(top_ks if top_ks is not None else [0] * len(temps), dtype=torch.long)
@@ -150,6 +169,8 @@ class HFEngine(Engine):
         self.context_len = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 30)
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         self._grammar_compiler: GrammarCompiler | None = None
+        self.share_prefill = True  # one prefill for the n samples of a request where exact (hf_prefill.py)
+        self.prefilled_tokens = 0  # token positions (padding included) the prompt prefills ran over
 
     def __repr__(self) -> str:
         return f"HFEngine(model={self.config.model!r}, device={self.device!r})"
@@ -264,6 +285,7 @@ class HFEngine(Engine):
         n, prompt_width = sampling.n, inputs["input_ids"].shape[1]
         max_new = max(1, min(sampling.max_tokens, self.context_len - prompt_width))
         sampler = self._sampler(items, n, prompt_width, lengths)
+        shared = self.share_prefill and can_share(self.model, inputs, n)
         gen_config = GenerationConfig(
             max_new_tokens=max_new,
             do_sample=True,
@@ -271,12 +293,17 @@ class HFEngine(Engine):
             top_k=0,
             top_p=1.0,
             repetition_penalty=1.0,
-            num_return_sequences=n,
+            num_return_sequences=1 if shared else n,  # shared: the rows are repeated after the one prefill
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
         )
         with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=gen_config, logits_processor=LogitsProcessorList([sampler]))
+            if shared:
+                gen_inputs, prefilled = shared_prefill(self.model, inputs, n)
+            else:
+                gen_inputs, prefilled = inputs, expanded_prefill_tokens(inputs, n)
+            self.prefilled_tokens += prefilled
+            out = self.model.generate(**gen_inputs, generation_config=gen_config, logits_processor=LogitsProcessorList([sampler]))
         rows = out[:, prompt_width:].tolist()
         return [self._result(rows[k * n : (k + 1) * n], lengths[k]) for k in range(len(items))]
 
