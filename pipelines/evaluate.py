@@ -6,7 +6,7 @@
 
 Every model answers every item on the full image (global view) and on its crop (regional view)
 in a Ray Data actor pool; answers are judged by rules, then by an LLM judge if one is
-configured; predictions, metrics.json and report.md (with plots) land in ``output.dir``.
+configured (served once on Ray Serve while there is something to judge; ``serving.mode``); predictions, metrics.json and report.md (with plots) land in ``output.dir``.
 Re-running the same command answers only what is missing. ``benchmark.preset`` reads one of the
 paper's benchmarks in its published layout (``configs/evaluate/<preset>.yaml``); a ``suite`` of
 them runs in one job with one summary table (``configs/evaluate/suite.yaml``).

@@ -282,13 +282,30 @@ def test_tiny_agent_answers_within_max_turns(agent_run):
     assert os.path.getsize(os.path.join(out, "plots", "agent_speed.png")) > 1000
 
 
+def test_the_judge_is_served_once_and_deleted_after_the_run(agent_run):
+    """The agent's tagged answers leave open answers undecided: the judge (serving.mode: serve, the default) decides
+    them as ONE Serve deployment, loaded once, whatever the number of judge client actors, and gone after the run."""
+    from ray import serve
+
+    cfg, result = agent_run
+    assert cfg.serving.mode == "serve" and result.metrics["judge_served"] is True
+    preds = pd.read_parquet(os.path.join(cfg.output.dir, "predictions", "tiny_qwen2_5_vl.parquet"))
+    judged = preds[preds["judge_output"].notna()]
+    assert result.judge_requests == len(judged) > 0 and not judged["judge_output"].str.startswith("error:").any()
+    assert result.judge_model_loads == 1 and result.metrics["judge_model_loads"] == 1
+    assert not [n for n in serve.status().applications if n.startswith("zwz-eval-")]
+
+
 def test_tiny_agent_resumes(agent_run):
-    """A second agent pass with the same settings finds every item answered (and loads no model)."""
-    from zwz_ray.eval.agent import run_agent_pass
-    from zwz_ray.eval.loaders import open_benchmark
-    from zwz_ray.eval.store import PredictionStore
+    """A second run with the same settings finds every item answered and judged: it loads no model (the
+    single pass, the agent and the judge: no Serve deployment starts)."""
+    from zwz_ray.eval import run_eval
 
     cfg, first = agent_run
-    run, keys = run_agent_pass(cfg.models[0], open_benchmark(cfg.benchmark).dataset(), PredictionStore(cfg.output.dir), cfg)
-    assert (run.previously_answered, run.requests, run.turns) == (3, 0, 0) and len(keys) == 3
-    assert len(pd.read_parquet(run.traces_path)) == 3
+    again = run_eval(cfg)
+    run = again.metrics["agent_runs"][QWEN25]
+    assert (run["previously_answered"], run["requests"], run["turns"]) == (3, 0, 0)
+    assert len(pd.read_parquet(run["traces_path"])) == 3
+    assert again.runs[QWEN25].skipped and again.runs[QWEN25].model_loads == 0
+    assert again.judge_requests == 0 and again.metrics["judge_model_loads"] == 0 and not again.metrics["judge_served"]
+    assert again.metrics["models"][QWEN25]["views"] == first.metrics["models"][QWEN25]["views"]

@@ -179,3 +179,42 @@ def test_killed_worker_resumes_exactly(uninterrupted):
         assert abs(a["loss"] - b["loss"]) < 1e-6 and abs(a["grad_norm"] - b["grad_norm"]) < 1e-6
     ref_state, state = exported(uninterrupted / "two"), exported(uninterrupted / "killed")
     assert all(torch.allclose(state[k], ref_state[k], atol=1e-6) for k in ref_state)
+
+
+# --------------------------------------------------------------------------- the reward judge, served once
+
+
+def judge_config(judge: dict, **reward) -> DistillConfig:
+    return from_dict(DistillConfig, {"trainer": {"objective": "grpo"}, "grpo": {"reward": {"judge": judge, **reward}}})
+
+
+def test_the_reward_judge_is_served_once_for_every_worker(ray_session):
+    """The driver's deployment (``served_judge``) answers every worker's Reward, with the decisions of a judge
+    loaded in the worker itself, and is deleted afterwards; actors mode, an endpoint or a function start nothing."""
+    from ray import serve
+    from test_grpo import OPEN_ROW
+
+    from zwz_ray.engines.served import ServedEngine
+    from zwz_ray.train.reward import Reward
+    from zwz_ray.train.run import served_judge
+
+    tiny = {"backend": "hf", "model": "tiny:text", "device": "cpu", "dtype": "float32"}
+    cfg = judge_config(tiny, judge_max_tokens=16)
+    asks = ([OPEN_ROW], [["<answer>a small flock</answer>", "<answer>several</answer>", "<answer>five</answer>"]])
+    local = Reward(cfg.grpo.reward).score(*asks)  # the judge loaded here (serving.mode: actors does this per worker)
+    with served_judge(cfg) as served:
+        (ref,) = served.values()
+        assert ref.app.startswith("zwz-distill-tiny-text-") and ref.app in serve.status().applications
+        workers = [Reward(cfg.grpo.reward, served=served) for _ in range(2)]
+        scores = [w.score(*asks) for w in workers]
+    engines = [w.judge().engine for w in workers]
+    assert all(isinstance(e, ServedEngine) for e in engines) and [e.stats.calls for e in engines] == [2, 2]
+    assert sum(e.stats.loads for e in engines) == 1  # one replica, one load, for both workers
+    assert scores[0] == scores[1] == local
+    assert [s.rule for s in local[0]][2] == "normalized" and {s.rule for s in local[0][:2]} <= {"llm_judge", "error"}
+    assert not [n for n in serve.status().applications if n.startswith("zwz-distill-")]
+    endpoint = {"backend": "openai", "model": "judge", "base_url": "http://127.0.0.1:9/v1"}
+    for other in (judge_config(tiny, serving={"mode": "actors"}), judge_config(endpoint),
+                  judge_config(tiny, function=DIGITS)):
+        with served_judge(other) as nothing:
+            assert nothing == {}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from zwz_ray import uris
-from zwz_ray.config import ConfigError, EngineConfig, RayConfig, bounded, listed, section, setting, uri
+from zwz_ray.config import ConfigError, EngineConfig, RayConfig, ServingConfig, bounded, listed, section, setting, uri
 
 DEFAULT_PATH = "hf://datasets/inclusionAI/ZoomBench"
 # The benchmark presets (zwz_ray.eval.benchmarks.PRESETS; a test keeps the two equal). Named here so that a
@@ -220,6 +220,11 @@ class EvalConfig:
     agent: AgentConfig = section(AgentConfig, doc="the zoom-agent (thinking with images) baseline")
     output: OutputConfig = section(OutputConfig, doc="predictions, metrics and report")
     ray: RayConfig = section(RayConfig, doc="the Ray runtime")
+    serving: ServingConfig = section(ServingConfig, doc=(
+        "how the LLM judge runs: serve (default): ONE Ray Serve deployment (judge.resources, min..max replicas), "
+        "started when the job first has answers to judge and deleted when it ends, the judge stage its light "
+        "client; actors: the judge stage loads its own copy in its actor pool. The evaluated models always "
+        "answer in their own actor pools"))
     suite: list[BenchmarkConfig] = section(list, doc=(
         "several benchmarks in one job (zwz_ray.eval.benchmarks.suite): `benchmark` is then unused, each model loads "
         "once for all of them, report.md / summary.csv hold one row per model"))

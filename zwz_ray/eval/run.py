@@ -1,7 +1,8 @@
 """``run_eval``: the whole evaluation job, callable from the entry point and from the R2I chain.
 
 setup (Ray, benchmark) -> one inference pass per model (Ray Data, resumable) -> LLM judge over
-what the rules left undecided -> attention coverage (optional) -> metrics.json + report.md.
+what the rules left undecided (one Serve deployment, started only when there is something to judge:
+:mod:`zwz_ray.eval.serving`) -> attention coverage (optional) -> metrics.json + report.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from zwz_ray.eval.config import EvalConfig
 from zwz_ray.eval.items import view_key
 from zwz_ray.eval.loaders import Benchmark
 from zwz_ray.eval.metrics import compute_metrics
+from zwz_ray.eval.serving import JudgeServing
 from zwz_ray.eval.stages import answer_dataset, judge_dataset, protocol_record
 from zwz_ray.eval.store import (
     PREDICTION_COLUMNS,
@@ -56,6 +58,7 @@ class EvalResult:
     metrics: dict  # the content of metrics.json
     runs: dict[str, ModelRun] = field(default_factory=dict)
     judge_requests: int = 0
+    judge_model_loads: int = 0  # the judge's model loads in this run (0: nothing to judge, or an openai endpoint)
     metrics_path: str = ""
     report_path: str | None = None
 
@@ -102,23 +105,26 @@ def _answer_model(model: EngineConfig, items, store: PredictionStore, cfg: EvalC
     return run, keys
 
 
-def _judge(cfg: EvalConfig, store: PredictionStore, labels: list[str], keys: set[str]) -> int:
-    """Send every model's undecided answers to the LLM judge once; returns the number of rows judged."""
+def _judge(cfg: EvalConfig, store: PredictionStore, labels: list[str], keys: set[str], judging: JudgeServing) -> tuple[int, int]:
+    """Send every model's undecided answers to the LLM judge once; returns the rows judged and the judge's model
+    loads in this call (a served judge's load is counted by the call that started it: once per job)."""
     frames = {label: store.load(label) for label in labels}
     todo = pd.concat([_current(df, keys) for df in frames.values()], ignore_index=True)
     # a row the judge already saw (and left undecided) is not sent again: a rerun with nothing new loads no judge
     todo = todo[(todo["rule"] == "undecided") & todo["extracted"].notna() & todo["judge_output"].isna()]
     if todo.empty:
-        return 0
-    require_gpus(cfg.judge.resources.num_gpus * cfg.judge.resources.min_replicas, "the LLM judge")
+        return 0, 0
+    judging.require_gpus()
     decision = cfg.inference.protocol_settings().judge_prompt
-    judged = judge_dataset(todo[PREDICTION_COLUMNS], cfg.judge, cfg.judge_options.max_tokens, decision).to_pandas()
+    judged = judge_dataset(todo[PREDICTION_COLUMNS], cfg.judge, cfg.judge_options.max_tokens, decision,
+                           served=judging.refs(), serving=cfg.serving).to_pandas()
     for label in labels:
         mine = judged[judged["model"] == label]
         if len(mine):
             store.save(label, merge_predictions(frames[label], mine[PREDICTION_COLUMNS]))
+    loads = int(judged["engine_loads"].fillna(0).sum())
     log.info("LLM judge decided %d of %d undecided answers", int((judged["rule"] == "llm_judge").sum()), len(judged))
-    return len(judged)
+    return len(judged), loads
 
 
 def _agent_passes(cfg: EvalConfig, items, store: PredictionStore, keys: set[str]) -> dict:
@@ -224,7 +230,8 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         store.save_benchmark_keys(bench_fp, keys)
     agent_runs = _agent_passes(cfg, items, store, keys)
     labels = [m.label for m in cfg.models]
-    judged = _judge(cfg, store, labels, keys) if cfg.judge else 0
+    with JudgeServing(cfg.judge, cfg.serving) as judging:  # started only when there is something to judge
+        judged, judge_loads = _judge(cfg, store, labels, keys, judging) if cfg.judge else (0, 0)
     preds = {label: rescore(bench, _current(store.load(label), keys)) for label in labels}
     per_model = {label: {**compute_metrics(df, _traces(cfg, label, keys)), "protocol": cfg.inference.describe()}
                  for label, df in preds.items()}
@@ -233,9 +240,10 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
                "protocol": protocol_record(cfg), "judge": cfg.judge.label if cfg.judge else None, "models": per_model,
                "coverage": coverage, "scores": benchmark_scores(bench, preds),
                "runs": {label: vars(r) for label, r in runs.items()}, "judge_requests": judged,
+               "judge_model_loads": judge_loads, "judge_served": judging.started,
                "agent_runs": {label: vars(r) for label, r in agent_runs.items()},
                "created": pd.Timestamp.now("UTC").isoformat()}
     metrics_path = uris.join(cfg.output.dir, "metrics.json")
     uris.atomic_write(metrics_path, json.dumps(metrics, indent=2, default=str))
     report_path = _report(cfg, bench, preds, per_model, coverage, fs, root) if cfg.output.report else None
-    return EvalResult(cfg.output.dir, metrics, runs, judged, metrics_path, report_path)
+    return EvalResult(cfg.output.dir, metrics, runs, judged, judge_loads, metrics_path, report_path)

@@ -3,7 +3,7 @@
 items -> ``explode_views`` (tasks; skips answered (item, view) pairs) -> :class:`ViewAnswerer`
 (actor pool, one engine per replica, batched) -> ``apply_rules`` (tasks) -> predictions.
 Undecided predictions of every model then go once through :class:`JudgeStage` (actor pool
-with the text judge).
+with the text judge, or light clients of the judge's Serve deployment: :mod:`zwz_ray.eval.serving`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 
 import pandas as pd
 
-from zwz_ray.config import EngineConfig
+from zwz_ray.config import EngineConfig, ServingConfig
 from zwz_ray.eval.config import InferenceConfig, Protocol
 from zwz_ray.eval.items import explode_views
 from zwz_ray.eval.store import PREDICTION_COLUMNS, answer_fingerprint
@@ -125,29 +125,41 @@ def apply_rules(batch: pd.DataFrame, model: str, fingerprint: str = "", policy: 
 
 
 class JudgeStage:
-    """Ray Data UDF (actor): the LLM judge decides the rows the rules left undecided."""
+    """Ray Data UDF (actor): the LLM judge decides the rows the rules left undecided.
 
-    def __init__(self, engine: EngineConfig, max_tokens: int = 64, decision: str = "json"):
+    ``served`` (model key -> DeploymentRef): the judge is a Serve deployment and this actor is its client
+    (:func:`zwz_ray.engines.connect`); else the actor loads the judge itself. The engine is connected on the
+    first batch with something to judge; the ``engine_loads`` column counts, on a batch's first row, the
+    model loads booked since the last batch (a local load, or the one a served replica reports).
+    """
+
+    def __init__(self, engine: EngineConfig, max_tokens: int = 64, decision: str = "json", served: dict | None = None):
         self.engine_config = engine
         self.max_tokens = max_tokens
         self.decision = decision  # json: {"equivalent": bool}; yes_no: a plain Yes or No (the reference protocol)
+        self.served = served or {}
         self.judge = None
+        self._booked_loads = 0
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = batch.to_dict("records")
         todo = [i for i, r in enumerate(rows) if r["rule"] == "undecided" and r.get("extracted")]
         if todo:
             if self.judge is None:
-                from zwz_ray.engines import build_engine
+                from zwz_ray.engines import connect
                 from zwz_ray.judge import LLMJudge
 
-                self.judge = LLMJudge(build_engine(self.engine_config), self.max_tokens, self.decision)
+                self.judge = LLMJudge(connect(self.engine_config, self.served), self.max_tokens, self.decision)
             for i, (equivalent, text) in zip(todo, self.judge.decide([rows[i] for i in todo])):
                 rows[i]["judge_output"] = text
                 if equivalent is not None:
                     rows[i].update(correct=bool(equivalent), rule="llm_judge",
                                    verdict="correct" if equivalent else "incorrect")
-        return pd.DataFrame(rows, columns=list(batch.columns))
+        loads = self.judge.engine.stats.loads - self._booked_loads if self.judge is not None else 0
+        self._booked_loads += loads
+        out = pd.DataFrame(rows, columns=list(batch.columns))
+        out["engine_loads"] = [loads] + [0] * (len(out) - 1) if len(out) else []
+        return out
 
 
 def rule_options(inference: InferenceConfig, zoombench: bool) -> dict:
@@ -175,17 +187,24 @@ def answer_dataset(items, model: EngineConfig, inference: InferenceConfig, done:
     return answered.map_batches(apply_rules, batch_format="pandas", fn_kwargs=rules)
 
 
-def judge_dataset(predictions: pd.DataFrame, judge: EngineConfig, max_tokens: int, decision: str = "json"):
+def judge_dataset(predictions: pd.DataFrame, judge: EngineConfig, max_tokens: int, decision: str = "json",
+                  served: dict | None = None, serving: ServingConfig | None = None):
+    """The lazy Ray Dataset of ``predictions`` after the judge (:class:`JudgeStage`, plus ``engine_loads``).
+
+    With ``served`` holding the judge (a Serve deployment), the stage's actors are light clients."""
     import ray
 
-    res = judge.resources
+    from zwz_ray.engines.deployments import model_key
+    from zwz_ray.eval.serving import judge_resources
+
+    res = judge_resources(judge, model_key(judge) in (served or {}), serving or ServingConfig())
     # One block per batch so every judge replica gets work. Split here: from_pandas' own split
     # (numpy.array_split) hands back arrays instead of frames with pandas 3.
     step = res.batch_size
     parts = [predictions.iloc[i:i + step] for i in range(0, len(predictions), step)] or [predictions]
     return ray.data.from_pandas(parts).map_batches(
         JudgeStage,
-        fn_constructor_kwargs={"engine": judge, "max_tokens": max_tokens, "decision": decision},
+        fn_constructor_kwargs={"engine": judge, "max_tokens": max_tokens, "decision": decision, "served": served},
         batch_format="pandas",
         **map_batches_kwargs(res, actors=True),
     )

@@ -5,7 +5,8 @@ Features (config keys under ``distill.``; the paper's values are the defaults, s
     (``prompts.grpo_prompt``); never truncated, longer than ``grpo.rollout.max_prompt_tokens`` -> dropped
   * rollouts: ``grpo.rollout.engine`` hf (inference copy, rollout.py) or vllm (colocated, rollout_vllm.py);
     ``n``, ``temperature``, ``top_p``, ``max_response_tokens``; seeds from prompt id + sample index
-  * reward: ``grpo.reward`` accuracy through the shared cascade + LLM judge, ``format_weight``, ``function``
+  * reward: ``grpo.reward`` accuracy through the shared cascade + LLM judge (one Serve deployment the driver
+    starts, ``grpo.reward.serving``), ``format_weight``, ``function``
   * advantages: (r - group mean) / (group std + ``grpo.advantage_eps``); all of a group on one worker
   * loss: clipped ratio (``clip_low``, ``clip_high``, ``dual_clip``, ``log_ratio_clamp``), ``loss_agg``
     over the mini-batch across workers, optional ``kl_coef`` to a frozen reference; ``ppo_epochs``
@@ -100,7 +101,7 @@ class GRPORecipe:
         self.scheduler = make_scheduler(self.optimizer, cfg.optim, ctx.total_steps)  # total_steps counts updates
         self.reference = load_student(cfg, ctx.device, trainable=False)[0] if self.g.kl_coef > 0 else None
         self.engine = make_engine(cfg, self.processor, ctx.device)
-        self.reward = Reward(self.g.reward)
+        self.reward = Reward(self.g.reward, served=ctx.served)
         tok = self.processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         encoder = PromptEncoder(self.processor, self.g.rollout.max_prompt_tokens, cfg.data.max_image_bytes)

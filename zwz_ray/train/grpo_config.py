@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from zwz_ray.config import ConfigError, EngineConfig, bounded, section, setting
+from zwz_ray.config import ConfigError, EngineConfig, ServingConfig, bounded, section, setting
 
 if TYPE_CHECKING:
     from zwz_ray.train.config import DistillConfig
@@ -58,6 +58,10 @@ class RewardConfig:
         "an engine (endpoint, vllm or hf) asked about open answers that the rules cannot decide; "
         "without one such answers score 0 and are counted as undecided"))
     judge_max_tokens: int = bounded(64, 1, doc="the judge's reply budget")
+    serving: ServingConfig = section(ServingConfig, doc=(
+        "how the judge runs: serve (default): the driver starts ONE Ray Serve deployment of it (judge.resources, "
+        "min..max replicas) before training and deletes it after, every worker its client; actors: every worker "
+        "loads its own copy. An openai judge is an endpoint either way"))
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,8 @@ class WorkerContext:
     restore_dir: str | None = None
     total_steps: int | None = None
     tensorboard_dir: str | None = None
+    # model key -> DeploymentRef of the models the driver serves for this run (GRPO's reward judge)
+    served: dict = field(default_factory=dict)
 
 
 class DistillLoop:

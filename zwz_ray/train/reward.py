@@ -5,7 +5,9 @@ extraction policy: the first ``<answer>...</answer>``, else the whole response; 
 characters is no answer), so the reward and the evaluation judge agree on what is correct. Open
 answers that the rules leave ``undecided`` go to an LLM judge (:class:`zwz_ray.judge.LLMJudge`)
 behind the engine interface when ``grpo.reward.judge`` names one; otherwise they score 0 and are
-counted under ``undecided``. The paper's reward is accuracy only (``format_weight: 0``).
+counted under ``undecided``. With ``grpo.reward.serving.mode: serve`` (hf or vllm judge) the driver
+serves the judge once on Ray Serve for the whole run and every worker is its client (``served``);
+``actors`` loads a copy in every worker; an ``openai`` judge is an endpoint either way. The paper's reward is accuracy only (``format_weight: 0``).
 
 ``grpo.reward.function`` replaces accuracy by a function of your own
 (``(response, row) -> float``), as EasyR1's ``reward_function: file.py:name`` does.
@@ -66,17 +68,19 @@ def load_function(spec: str) -> Callable[[str, dict], float]:
 class Reward:
     """Scores the responses of prompt rows (dicts with id, problem, answer, is_mcq, options, question_type)."""
 
-    def __init__(self, cfg: RewardConfig):
+    def __init__(self, cfg: RewardConfig, served: dict | None = None):
         self.cfg = cfg
+        self.served = served or {}  # model key -> DeploymentRef: the judge's Serve deployment, when served
         self.function = load_function(cfg.function) if cfg.function else None
         self._judge: Any = None
 
     def judge(self) -> Any:
+        """The LLM judge, connected on first use: a client of its deployment, an endpoint, or loaded here."""
         if self._judge is None and self.cfg.judge is not None:
-            from zwz_ray.engines import build_engine
+            from zwz_ray.engines import connect
             from zwz_ray.judge import LLMJudge
 
-            self._judge = LLMJudge(build_engine(self.cfg.judge), max_tokens=self.cfg.judge_max_tokens)
+            self._judge = LLMJudge(connect(self.cfg.judge, self.served), max_tokens=self.cfg.judge_max_tokens)
         return self._judge
 
     def score(self, rows: list[dict], responses: list[list[str]]) -> list[list[Score]]:

@@ -2,7 +2,8 @@
 
 ``run_distill(cfg)`` reads the rows at ``data.path`` (see :func:`zwz_ray.train.data.locate_rows`);
 ``run_distill(cfg, dataset)`` takes a Ray Dataset instead (e.g. the synthesis pipeline itself), which
-streams into the workers without being written to storage first. Every path is checked and the rows of
+streams into the workers without being written to storage first. GRPO's reward judge is served once for
+the run (:func:`served_judge`) and the workers connect to it. Every path is checked and the rows of
 ``data.path`` are counted before Ray starts; a run whose rows turn out unusable on the workers (all
 dropped) ends once with :class:`~zwz_ray.preflight.DataError` and is never retried.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zwz_ray import uris
-from zwz_ray.config import ConfigError, resolve_paths, to_dict
+from zwz_ray.config import ConfigError, ResourcesConfig, resolve_paths, to_dict
 from zwz_ray.logs import get_logger
 from zwz_ray.train.config import DistillConfig
 from zwz_ray.train.grpo_config import grpo_total_updates
@@ -114,7 +115,30 @@ def controller_poll(seconds: float | None):
         os.environ.pop(key, None)
 
 
-def make_trainer(cfg: DistillConfig, ds: Any, total_steps: int | None) -> Any:
+@contextlib.contextmanager
+def served_judge(cfg: DistillConfig):
+    """GRPO's reward judge as ONE Ray Serve deployment for the whole run (``grpo.reward.serving.mode: serve``,
+    an hf or vllm judge); yields model key -> DeploymentRef for the workers, deletes the deployment on exit
+    (also on an error or Ctrl-C). Yields ``{}`` (the workers load or call the judge themselves) otherwise."""
+    from zwz_ray.engines.deployments import Deployments, ModelPlan
+
+    reward = cfg.grpo.reward
+    plan = ModelPlan(reward.serving)
+    if cfg.trainer.objective == "grpo" and reward.judge is not None and reward.function is None:
+        plan.use(reward.judge, "reward")
+    if not plan.deployments():
+        yield {}
+        return
+    if cfg.trainer.use_gpu:  # the judge's GPUs come on top of the workers'
+        plan.pool("trainer", cfg.student, "ray-train", ResourcesConfig(num_gpus=1.0, min_replicas=cfg.trainer.num_workers,
+                                                                      max_replicas=cfg.trainer.num_workers))
+    plan.require_gpus("GRPO with a served reward judge")
+    with Deployments(plan, "distill") as deployments:
+        log.info("reward judge %s served for the run", reward.judge.label)
+        yield dict(deployments.refs)
+
+
+def make_trainer(cfg: DistillConfig, ds: Any, total_steps: int | None, served: dict | None = None) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -127,7 +151,7 @@ def make_trainer(cfg: DistillConfig, ds: Any, total_steps: int | None) -> Any:
     tb = uris.join(cfg.output.dir, "tensorboard") if cfg.output.tensorboard and not uris.is_remote(cfg.output.dir) else None
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": to_dict(cfg), "total_steps": total_steps, "tensorboard_dir": tb},
+        train_loop_config={"cfg": to_dict(cfg), "total_steps": total_steps, "tensorboard_dir": tb, "served": served or {}},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=c.run_name, storage_path=c.storage_path,
                              failure_config=FailureConfig(max_failures=c.max_failures),
@@ -166,8 +190,8 @@ def run_distill(cfg: DistillConfig, dataset: Any = None) -> DistillResult:
     log.info("distilling (%s) into %s with %d worker(s), global batch %d, run %s/%s", cfg.trainer.objective, cfg.student,
              cfg.trainer.num_workers, batch, cfg.checkpoint.storage_path, cfg.checkpoint.run_name)
     start = time.time()
-    with controller_poll(cfg.trainer.controller_poll_s):
-        result = make_trainer(cfg, ds, total_steps).fit()
+    with served_judge(cfg) as served, controller_poll(cfg.trainer.controller_poll_s):
+        result = make_trainer(cfg, ds, total_steps, served).fit()
     out = result.return_value or {}
     if out.get("error"):  # deterministic (no usable rows): the workers ended the run instead of failing it
         raise DataError(out["error"])

@@ -4,7 +4,8 @@ Data comes from ``ray.train.get_dataset_shard("train")``; metrics go to ``ray.tr
 every step; checkpoints are written by every worker into its own temporary folder and reported
 under one name, so Ray Train merges them into ``<storage_path>/<run_name>/checkpoint_<step>``.
 A restarted worker group (``max_failures``) or a re-run with the same run name resumes from
-``ray.train.get_checkpoint()``. Unusable data (:class:`~zwz_ray.preflight.DataError`) is not a crash:
+``ray.train.get_checkpoint()``. ``served`` in the loop config holds the models the driver serves for the
+run (GRPO's reward judge, see :func:`zwz_ray.train.run.served_judge`). Unusable data (:class:`~zwz_ray.preflight.DataError`) is not a crash:
 the workers return it as the run's result, so Ray Train never retries it.
 """
 
@@ -70,7 +71,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     restore = checkpoint.as_directory() if checkpoint else contextlib.nullcontext(None)
     with restore as restore_dir:
         ctx = WorkerContext(rank, world, worker_device(), report=ray_report, restore_dir=restore_dir,
-                            total_steps=config.get("total_steps"), tensorboard_dir=config.get("tensorboard_dir"))
+                            total_steps=config.get("total_steps"), tensorboard_dir=config.get("tensorboard_dir"),
+                            served=config.get("served") or {})
         loop = (GRPORecipe if cfg.trainer.objective == "grpo" else DistillLoop)(cfg, ctx, source)
         loop.setup()
     try:

@@ -3,7 +3,8 @@
 Each model loads once: the items of every benchmark go through one Ray Data pass per model (item
 ids carry their benchmark's key, so one actor pool of that model answers them all), and the
 answers are filed per benchmark under ``output.dir/<benchmark>/predictions``. Then, per
-benchmark: the LLM judge on what the rules left undecided (one judge pool per benchmark), the
+benchmark: the LLM judge on what the rules left undecided (one judge deployment for the whole suite,
+started by the first benchmark with something to judge: :mod:`zwz_ray.eval.serving`), the
 benchmark's own rule and breakdown, ``<benchmark>/metrics.json``. Finally the summary table
 (rows: models; columns: benchmarks, the paper's table shape) in ``report.md``, ``summary.csv``
 and ``plots/summary.png``. Re-running resumes per benchmark and model.
@@ -103,6 +104,7 @@ def run_suite(cfg: EvalConfig) -> SuiteResult:
     from zwz_ray.eval.benchmarks.suite_report import summary_table, write_summary
     from zwz_ray.eval.metrics import compute_metrics
     from zwz_ray.eval.run import _current, _judge, ensure_benchmark
+    from zwz_ray.eval.serving import JudgeServing
     from zwz_ray.runtime import init_ray
 
     if not cfg.suite:
@@ -124,16 +126,18 @@ def run_suite(cfg: EvalConfig) -> SuiteResult:
     keys = {key: set() for key in benches}
     runs = {m.label: _answer_suite(m, benches, stores, cfg, keys) for m in cfg.models}
     results = {}
-    for key, bench in benches.items():
-        judged = _judge(cfg, stores[key], labels, keys[key]) if cfg.judge else 0
-        preds = {label: rescore(bench, _current(stores[key].load(label), keys[key])) for label in labels}
-        results[key] = {"name": bench.name, "preset": getattr(bench, "preset", None) and bench.preset.name,
-                        "models": {label: compute_metrics(df) for label, df in preds.items()},
-                        "scores": benchmark_scores(bench, preds), "judge_requests": judged}
-        _write(fs, f"{root}/{key}/metrics.json", json.dumps(results[key], indent=2, default=str))
+    with JudgeServing(cfg.judge, cfg.serving) as judging:  # one judge deployment for every benchmark, if any needs it
+        for key, bench in benches.items():
+            judged, loads = _judge(cfg, stores[key], labels, keys[key], judging) if cfg.judge else (0, 0)
+            preds = {label: rescore(bench, _current(stores[key].load(label), keys[key])) for label in labels}
+            results[key] = {"name": bench.name, "preset": getattr(bench, "preset", None) and bench.preset.name,
+                            "models": {label: compute_metrics(df) for label, df in preds.items()},
+                            "scores": benchmark_scores(bench, preds), "judge_requests": judged, "judge_model_loads": loads}
+            _write(fs, f"{root}/{key}/metrics.json", json.dumps(results[key], indent=2, default=str))
     summary = summary_table(results, labels)
     suite = {"benchmarks": results, "summary": summary.reset_index().to_dict("records"),
              "runs": {label: vars(r) for label, r in runs.items()}, "judge": cfg.judge.label if cfg.judge else None,
+             "judge_model_loads": sum(r["judge_model_loads"] for r in results.values()), "judge_served": judging.started,
              "created": pd.Timestamp.now("UTC").isoformat()}
     _write(fs, f"{root}/suite.json", json.dumps(suite, indent=2, default=str))
     paths = write_summary(summary, results, runs, cfg, fs, root)
