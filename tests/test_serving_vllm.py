@@ -6,10 +6,11 @@ import jsonschema
 import pytest
 from PIL import Image
 
-from zwz_ray.config import EngineConfig, ResourcesConfig, ServingConfig
+from zwz_ray.config import EngineConfig, ResourcesConfig
 from zwz_ray.engines import ChatRequest, SamplingParams, build_engine, connect, parse_json, user_message
 from zwz_ray.engines.deployments import Deployments, ModelPlan
 from zwz_ray.engines.served import ServedEngine
+from zwz_ray.engines.serving import ServingConfig
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

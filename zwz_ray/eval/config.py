@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from zwz_ray import uris
-from zwz_ray.config import ConfigError, EngineConfig, RayConfig, ServingConfig, bounded, listed, section, setting, uri
+from zwz_ray.config import ConfigError, EngineConfig, RayConfig, bounded, listed, section, setting, uri
+from zwz_ray.engines.serving import ServingConfig
 
 DEFAULT_PATH = "hf://datasets/inclusionAI/ZoomBench"
 # The benchmark presets (zwz_ray.eval.benchmarks.PRESETS; a test keeps the two equal). Named here so that a

@@ -14,8 +14,9 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import replace
 
-from zwz_ray.config import EngineConfig, ResourcesConfig, ServingConfig
+from zwz_ray.config import EngineConfig, ResourcesConfig
 from zwz_ray.engines.deployments import Deployments, ModelPlan
+from zwz_ray.engines.serving import ServingConfig
 
 
 def judge_plan(judge: EngineConfig | None, serving: ServingConfig) -> ModelPlan:

@@ -13,7 +13,8 @@ import time
 
 import pandas as pd
 
-from zwz_ray.config import EngineConfig, ServingConfig
+from zwz_ray.config import EngineConfig
+from zwz_ray.engines.serving import ServingConfig
 from zwz_ray.eval.config import InferenceConfig, Protocol
 from zwz_ray.eval.items import explode_views
 from zwz_ray.eval.store import PREDICTION_COLUMNS, answer_fingerprint

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from zwz_ray.config import ConfigError, EngineConfig, ServingConfig, bounded, section, setting
+from zwz_ray.config import ConfigError, EngineConfig, bounded, section, setting
+from zwz_ray.engines.serving import ServingConfig
 
 if TYPE_CHECKING:
     from zwz_ray.train.config import DistillConfig
