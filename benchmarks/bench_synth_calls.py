@@ -1,7 +1,16 @@
-"""Model calls and tokens per kept row: this pipeline vs the reference algorithm's pattern.
+"""Model calls and tokens per kept row: this pipeline (early stop off / exact / normalizer) vs the reference pattern.
 
-    python benchmarks/bench_synth_calls.py                          # runs configs/synth/laptop.yaml first
-    python benchmarks/bench_synth_calls.py --output outputs/synth_laptop   # reuse a finished run
+    python benchmarks/bench_synth_calls.py --images 3            # 7 synthesis runs of configs/synth/laptop.yaml
+    python benchmarks/bench_synth_calls.py --output outputs/synth_laptop   # only the reference comparison of a finished run
+
+One run synthesizes the same ``--images`` demo scenes with the same teachers seven times, each in its own
+output dir (benchmarks/synth_calls_variants.py): ``consensus.early_stop`` off, exact and normalizer at the
+config's consensus (laptop: threshold 0.125 with the judge, where random answerers always keep a question
+and early stop never fires), the same three at the paper's threshold 0.75 with ``consensus.mode=normalizer``
+(no judge: random answers lose most questions after the first answerer, so this measures the MECHANISM,
+not real savings; benchmarks/bench_early_stop.py simulates real-ish answers), and early stop off with
+``serving.mode=actors`` for the model loads (``models[*].loads``) and the rough wall time of a per-stage copy
+of every model vs one served deployment per model.
 
 The pipeline asks each answerer for all its samples in ONE request, reads every reply with a
 parser that never needs a second try (JSON for proposal and questions; the first "VALID:" line;
@@ -25,7 +34,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # synth_calls_variants
 
 STAGE_ROLE = {"proposal": "teacher", "grounding": "teacher", "questions": "teacher", "validation": "teacher",
               "distractors": "teacher", "consensus": "judge", "difficulty": "student"}
@@ -33,16 +46,6 @@ STAGE_ROLE = {"proposal": "teacher", "grounding": "teacher", "questions": "teach
 
 def role(stage: str) -> str:
     return "answerers" if stage.startswith("answers_") else STAGE_ROLE.get(stage, "")
-
-
-def run_pipeline(config: str, out: str) -> str:
-    from zwz_ray.config import load_config
-    from zwz_ray.synth.config import SynthConfig
-    from zwz_ray.synth.run import run_synthesis
-
-    cfg = load_config(SynthConfig, config, [f"output.dir={out}", "ray.progress_bars=false"])
-    print(run_synthesis(cfg).summary(), flush=True)
-    return out
 
 
 # --------------------------------------------------------------------------- parse-failure probe
@@ -167,21 +170,34 @@ def report(lines: list[dict], stats: dict, rates_off: dict, rates_on: dict, max_
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/synth/laptop.yaml")
-    p.add_argument("--output", help="a finished run's output.dir (default: run --config into a temp dir)")
+    p.add_argument("--images", type=int, default=3, help="demo scenes every run synthesizes")
+    p.add_argument("--output", help="only the reference comparison of a finished run's output.dir (no runs)")
     p.add_argument("--probe-requests", type=int, default=4, help="requests per stage for the parse-failure probe")
     p.add_argument("--max-attempts", type=int, default=3, help="the reference's attempts per call")
     args = p.parse_args()
 
+    from synth_calls_variants import early_stop_tables, loads_table, reference_totals, run_all
+
     from zwz_ray.config import load_config
     from zwz_ray.synth.config import SynthConfig
 
+    start = time.perf_counter()
     cfg = load_config(SynthConfig, args.config)
-    out = args.output or run_pipeline(args.config, tempfile.mkdtemp(prefix="zwz_bench_calls_"))
-    with open(os.path.join(out, "stats.json"), encoding="utf-8") as fh:
-        stats = json.load(fh)
+    if args.output:
+        with open(os.path.join(args.output, "stats.json"), encoding="utf-8") as fh:
+            runs = {"serve_off": json.load(fh)}
+    else:
+        runs = run_all(args.config, args.images)
+    stats = runs["serve_off"]  # the reference pattern has no early stop: it is applied to the rows of the "off" run
     rates_off = failure_rates(cfg, args.probe_requests, "off")
     rates_on = failure_rates(cfg, args.probe_requests, "auto")
-    report(compare(stats, cfg, rates_off, args.max_attempts), stats, rates_off, rates_on, args.max_attempts)
+    lines = compare(stats, cfg, rates_off, args.max_attempts)
+    report(lines, stats, rates_off, rates_on, args.max_attempts)
+    if not args.output:
+        skip = {"grounding"} if cfg.models.grounding.backend == "sam3" else set()
+        early_stop_tables(runs, role, reference_totals(lines), skip)
+        loads_table(runs)
+    print(f"\nbenchmark wall time: {time.perf_counter() - start:.0f}s ({args.images} images, 7 synthesis runs)")
 
 
 if __name__ == "__main__":
