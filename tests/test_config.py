@@ -285,3 +285,14 @@ def test_job_entry_points_are_light_to_import():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     assert json.loads(out.splitlines()[-1]) == []
+
+
+def test_a_bare_off_in_yaml_is_the_off_choice(tmp_path):
+    # YAML 1.1 reads `early_stop: off` as false; a choice list that holds "off" takes it as that choice
+    from zwz_ray.synth.config import SynthConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("consensus:\n  early_stop: off\n")
+    assert load_config(SynthConfig, str(path)).consensus.early_stop == "off"
+    with pytest.raises(ConfigError, match="not one of"):
+        load_config(SynthConfig, str(path), ["consensus.early_stop=true"])  # no "on" choice: still an error

@@ -88,10 +88,8 @@ class ResourcesConfig:
     batch_size: int = bounded(8, 1, doc="rows per map_batches call")
     min_replicas: int = bounded(1, 1, doc="model stages: the actor pool's smallest size (stateless stages ignore it)")
     max_replicas: int = bounded(1, 1, doc="model stages: the actor pool's largest size; the autoscaler grows up to it")
-    target_ongoing_requests: float = bounded(2.0, 0.1, doc="served models: calls per replica Serve's autoscaler aims at "
-                                             "(more in flight adds replicas, up to max_replicas)")
-    max_ongoing_requests: int = bounded(16, 1, doc="served models: calls one replica takes at once (batched into one "
-                                        "engine call); Serve queues the rest")
+    target_ongoing_requests: float = bounded(2.0, 0.1, doc="served: calls per replica the autoscaler aims at")
+    max_ongoing_requests: int = bounded(16, 1, doc="served: calls one replica takes at once (one engine call); more queue")
 
     def validate(self, where: str) -> None:
         if self.max_replicas < self.min_replicas:
@@ -177,6 +175,8 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where} in {source}: {value!r} matches none of {tp}")
     if origin is Literal:
         allowed = get_args(tp)
+        if isinstance(value, bool) and ("on" if value else "off") in allowed:  # YAML 1.1 reads bare on/off as bools
+            value = "on" if value else "off"
         if value not in allowed:
             hint = _closest(str(value), [str(a) for a in allowed])
             raise ConfigError(f"{where} in {source}: {value!r} is not one of {list(allowed)}{hint}")

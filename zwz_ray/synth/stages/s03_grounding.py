@@ -61,7 +61,7 @@ class Sam3Grounding(Stage):
 
     def counters(self) -> dict[str, dict[str, int]]:
         counts = dict.fromkeys(COUNTERS, 0)
-        counts.update(calls=self.forwards, samples=self.prompts)
+        counts.update(calls=self.forwards, samples=self.prompts, loads=1)  # the grounder loaded in __init__
         return {self.cfg.model: counts}
 
     def process(self, rows: list[dict]) -> list[list[dict]]:
