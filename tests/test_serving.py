@@ -72,7 +72,7 @@ def test_the_start_up_check_uses_the_plans_total(monkeypatch):
 
     plan = build_synthesis(config("cluster.yaml"))
     monkeypatch.setattr(zwz_ray.runtime, "cluster_resources", lambda: {"GPU": 4.0})  # a 4-GPU cluster
-    with pytest.raises(RuntimeError, match=r"needs 10 GPU\(s\) at its minimum .* has 4"):
+    with pytest.raises(RuntimeError, match=r"min_replicas \(see --plan\), asks for 10 GPU\(s\) but the Ray cluster has 4"):
         plan.require_resources()
     monkeypatch.setattr(zwz_ray.runtime, "cluster_resources", lambda: {"GPU": 10.0})
     plan.require_resources()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -142,17 +141,10 @@ class ModelPlan:
 
     def require_gpus(self, what: str) -> None:
         """Fail before any work when the cluster cannot hold the plan at its minimum (see ServingConfig)."""
-        from zwz_ray.runtime import cluster_resources
+        from zwz_ray.runtime import require_gpus
 
-        low, _ = self.gpus()
-        if low <= 0 or self.serving.allow_pending_gpus or os.environ.get("ZWZ_ALLOW_PENDING_GPUS") == "1":
-            return
-        have = cluster_resources().get("GPU", 0.0)
-        if have < low:
-            raise RuntimeError(
-                f"{what} needs {low:g} GPU(s) at its minimum (every deployment and actor pool at min_replicas; see "
-                f"--plan) but the Ray cluster has {have:g}. Use a larger cluster, lower min_replicas or num_gpus, or set "
-                "serving.allow_pending_gpus=true on an autoscaling cluster whose GPU nodes start on demand.")
+        if not self.serving.allow_pending_gpus:
+            require_gpus(self.gpus()[0], f"{what}, with every deployment and actor pool at min_replicas (see --plan),")
 
 
 def _slug(text: str) -> str:
