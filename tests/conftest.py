@@ -51,3 +51,15 @@ def ray_session():
         init_ray(RayConfig(num_cpus=4, progress_bars=False, log_to_driver=False))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm():
+    """A tiny Qwen2.5-VL on the hf engine (small pixel budget), built once per test module."""
+    from zwz_ray.config import EngineConfig
+    from zwz_ray.engines import build_engine
+
+    cfg = EngineConfig(backend="hf", model="tiny:qwen2_5_vl", device="cpu", min_pixels=3136, max_pixels=50176)
+    engine = build_engine(cfg)
+    yield cfg, engine
+    engine.close()

@@ -207,14 +207,6 @@ def test_skipped_questions_drop_as_they_would_after_full_sampling(mode):
 # --------------------------------------------------------------------------- stage 7 on a real tiny VLM
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm():
-    from zwz_ray.engines import build_engine
-
-    cfg = EngineConfig(backend="hf", model="tiny:qwen2_5_vl", device="cpu", min_pixels=3136, max_pixels=50176)
-    engine = build_engine(cfg)
-    yield cfg, engine
-    engine.close()
 
 
 ANSWERS = AnswersConfig(frame="boxed_grammar", frame_reasoning_chars=4, answer_max_chars=8, max_tokens=24)

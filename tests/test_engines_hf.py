@@ -5,7 +5,8 @@ from __future__ import annotations
 import jsonschema
 import pytest
 import torch
-from PIL import Image
+from chat_inputs import VERDICT
+from chat_inputs import two_colour_image as _image
 
 from zwz_ray.config import EngineConfig
 from zwz_ray.engines import ChatRequest, Grammar, SamplingParams, build_engine, parse_json, user_message
@@ -15,17 +16,6 @@ OBJECTS = {
     "properties": {"objects": {"type": "array", "items": {"type": "string", "maxLength": 20}, "minItems": 1, "maxItems": 4}},
     "required": ["objects"],
 }
-VERDICT = {
-    "type": "object",
-    "properties": {"valid": {"enum": ["Yes", "No"]}, "reason": {"type": "string", "maxLength": 30}},
-    "required": ["valid", "reason"],
-}
-
-
-def _image(color=(200, 40, 40)) -> Image.Image:
-    img = Image.new("RGB", (160, 120), color)
-    img.paste((20, 20, 200), (40, 30, 90, 80))
-    return img
 
 
 @pytest.fixture(scope="module", params=["tiny:qwen2_5_vl", "tiny:qwen3_vl"])

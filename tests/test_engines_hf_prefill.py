@@ -10,7 +10,8 @@ from __future__ import annotations
 import jsonschema
 import pytest
 import torch
-from PIL import Image
+from chat_inputs import VERDICT
+from chat_inputs import two_colour_image as _image
 
 from zwz_ray.config import EngineConfig
 from zwz_ray.engines import ChatRequest, SamplingParams, build_engine, parse_json, user_message
@@ -18,17 +19,6 @@ from zwz_ray.engines.hf_prefill import SHARED_PREFILL_MODEL_TYPES, can_share
 
 FAMILIES = ["tiny:text", "tiny:qwen2_5_vl", "tiny:qwen3_vl", "tiny:idefics3"]
 N = 3
-VERDICT = {
-    "type": "object",
-    "properties": {"valid": {"enum": ["Yes", "No"]}, "reason": {"type": "string", "maxLength": 30}},
-    "required": ["valid", "reason"],
-}
-
-
-def _image(color=(200, 40, 40)) -> Image.Image:
-    img = Image.new("RGB", (160, 120), color)
-    img.paste((20, 20, 200), (40, 30, 90, 80))
-    return img
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

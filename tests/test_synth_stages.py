@@ -520,14 +520,6 @@ def test_difficulty_student_failure_is_a_drop_or_kept_unchecked(scene):
 # --------------------------------------------------------------------------- real tiny models (hf engine)
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm():
-    from zwz_ray.engines import build_engine
-
-    cfg = EngineConfig(backend="hf", model="tiny:qwen2_5_vl", device="cpu", min_pixels=3136, max_pixels=50176)
-    engine = build_engine(cfg)
-    yield cfg, engine
-    engine.close()
 
 
 @pytest.fixture(scope="module")
