@@ -55,6 +55,11 @@ def test_models_are_named_once_and_identical_sections_merge():
     assert cfg.models.teacher is cfg.models.answerers[0] and cfg.models.teacher.label == "qwen3-vl-32b"
     with pytest.raises(ConfigError, match="did you mean 'qwen3-vl-32b'"):
         config("cluster.yaml", "models.teacher=qwen3-vl-23b")
+    from zwz_ray.cli import explain
+
+    rows = {line.split()[0]: line for line in explain(cfg).splitlines()}
+    assert "(4 named sections)" in rows["engines"] and "tensor_parallel" not in rows["engines"]
+    assert "2 (default: 1)" in rows["engines.qwen3-vl-32b.tensor_parallel_size"]
     plan = ModelPlan(ServingConfig())
     a = EngineConfig(model="tiny:text", resources=ResourcesConfig(num_gpus=1, min_replicas=1, max_replicas=3))
     b = EngineConfig(model="tiny:text", resources=ResourcesConfig(num_gpus=1, min_replicas=1, max_replicas=3))

@@ -141,6 +141,10 @@ def explain_rows(node: Any, prefix: str = "") -> typing.Iterator[tuple[str, str,
             yield key, f"({len(items)} item{'s' if len(items) != 1 else ''})", doc
             for i, item in enumerate(items):
                 yield from explain_rows(item, f"{key}.{i}.")
+        elif isinstance(value, dict) and value and all(dataclasses.is_dataclass(v) for v in value.values()):
+            yield key, f"({len(value)} named section{'s' if len(value) != 1 else ''})", doc
+            for name, item in value.items():
+                yield from explain_rows(item, f"{key}.{name}.")
         else:
             default = getattr(defaults, f.name)
             shown = show(value) if value == default else f"{show(value)} (default: {show(default)})"
