@@ -577,3 +577,15 @@ def test_tiny_judge_majority_that_matches_no_sample_is_rejected(tiny_judge):
     assert "matches no sample" in out[0]["drop_detail"] or "unusable" in out[0]["drop_detail"]
     assert json.loads(out[0]["usage"])["consensus"]["flags"] == {"judge_rejected": 1}
     assert (out[1]["drop_stage"], out[1]["answer_text"], out[1]["consensus_by"]) == (None, "5", "normalizer")
+
+
+def test_seeds_follow_the_image_name_not_its_folder():
+    # `ray job submit` unpacks the working directory under a new path each time: the rows must not change
+    from zwz_ray.synth.stages.base import row_seed, source_key
+
+    here = {"source": "/tmp/run1/demo/scene_003.png", "object_index": 2, "question_index": 1}
+    moved = {**here, "source": "s3://bucket/elsewhere/scene_003.png"}
+    assert source_key(here["source"]) == "scene_003.png"
+    assert row_seed(0, "answers_1", here) == row_seed(0, "answers_1", moved)
+    assert row_seed(0, "answers_1", here) != row_seed(0, "answers_1", {**here, "source": "/tmp/run1/demo/scene_004.png"})
+    assert row_seed(0, "answers_1", here) != row_seed(0, "answers_2", here)

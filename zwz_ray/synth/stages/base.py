@@ -172,9 +172,16 @@ def stable_seed(*parts: object, base_seed: int = 0) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
+def source_key(source: str) -> str:
+    """What seeds know of an image: its file name, not the folder it lies in, so that the same images give the
+    same rows wherever they are (a moved folder, another machine, ``ray job submit`` unpacking the working
+    directory under a new path). Two images of one name in different folders share seeds; their prompts differ."""
+    return source.rstrip("/").rsplit("/", 1)[-1]
+
+
 def row_seed(base: int, stage: str, row: dict) -> int:
-    """A per-row sampling seed, the same in every process and on every rerun."""
-    return stable_seed(stage, row["source"], row["object_index"], row["question_index"], base_seed=base) % (2**31)
+    """A per-row sampling seed, the same in every process, on every rerun and wherever the image lies."""
+    return stable_seed(stage, source_key(row["source"]), row["object_index"], row["question_index"], base_seed=base) % (2**31)
 
 
 # --------------------------------------------------------------------------- full images

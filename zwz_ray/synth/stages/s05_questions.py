@@ -14,7 +14,17 @@ from zwz_ray.prompts import QUESTION_TYPES, load_seed_questions, question_prompt
 from zwz_ray.replies import normalize_answer
 from zwz_ray.synth.columns import child
 from zwz_ray.synth.config import QuestionsConfig
-from zwz_ray.synth.stages.base import OBJECT, QUESTION, ModelStage, bounded_array, bounded_string, json_object, sampling, stable_seed
+from zwz_ray.synth.stages.base import (
+    OBJECT,
+    QUESTION,
+    ModelStage,
+    bounded_array,
+    bounded_string,
+    json_object,
+    sampling,
+    source_key,
+    stable_seed,
+)
 
 QUESTION_MAX_CHARS = 160
 
@@ -43,7 +53,7 @@ class Questions(ModelStage):
         self.seed_questions = load_seed_questions(questions.seed_file)
 
     def _prompt(self, row: dict) -> str:
-        rng_seed = stable_seed("examples", row["source"], row["object_index"], base_seed=self.engine_config.seed)
+        rng_seed = stable_seed("examples", source_key(row["source"]), row["object_index"], base_seed=self.engine_config.seed)
         examples = sample_examples(self.seed_questions, self.cfg.n_examples, rng_seed)
         return question_prompt(examples, self.cfg.n)
 

@@ -22,7 +22,7 @@ from zwz_ray.engines import ChatRequest, as_pil, user_message
 from zwz_ray.prompts import BLOCK_SEPARATOR, MCQ_INSTRUCTION, OPTION_FORMAT, distractor_prompt, mcq_problem
 from zwz_ray.replies import normalize_answer
 from zwz_ray.synth.config import MCQConfig
-from zwz_ray.synth.stages.base import QUESTION, ModelStage, Stage, boxed_frame, frame_of, row_seed, sampling, stable_seed
+from zwz_ray.synth.stages.base import QUESTION, ModelStage, Stage, boxed_frame, frame_of, row_seed, sampling, source_key, stable_seed
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -164,7 +164,7 @@ class MCQAssembly(Stage):
         return [[self._assemble(row)] for row in rows]
 
     def _assemble(self, row: dict) -> dict:
-        seed = stable_seed(row["source"], row["object_index"], row["question"], base_seed=self.cfg.seed)
+        seed = stable_seed(source_key(row["source"]), row["object_index"], row["question"], base_seed=self.cfg.seed)
         try:
             mcq = build_mcq(row["overlay_question"], row["answer_text"], row["distractors"], seed, self.cfg.n_distractors,
                             instruction=self.cfg.instruction, separator=self.cfg.block_separator,
