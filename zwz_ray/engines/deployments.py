@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from zwz_ray.config import EngineConfig, ResourcesConfig, to_dict
 from zwz_ray.engines.serving import ServingConfig
@@ -42,10 +42,16 @@ class DeploymentRef:
     app: str
     deployment: str
     label: str
-    retry_s: float = 600.0
-    call_timeout_s: float = 1800.0
-    route_by_image: bool = True
-    log_level: str = "WARNING"  # Serve's logger in the client's process
+    serving: ServingConfig = field(default_factory=ServingConfig)  # retries, timeouts, routing, log level
+
+
+def stage_resources(config: EngineConfig, serving: ServingConfig, served: bool) -> ResourcesConfig:
+    """The Ray Data resources of a stage that calls ``config``'s model: the model's own when the stage loads it
+    itself, else (``served`` by a deployment, or an openai endpoint) a light client's: no GPU, few CPUs."""
+    r = config.resources
+    if not served and config.backend != "openai":
+        return r
+    return replace(r, num_cpus=serving.client_cpus, num_gpus=0.0, min_replicas=1, max_replicas=max(r.max_replicas, 1))
 
 
 @dataclass
@@ -182,9 +188,7 @@ class Deployments:
             except BaseException:
                 self._delete(names)
                 raise
-            self.refs = {s.key: DeploymentRef(
-                n, "model", s.label, retry_s=serving.retry_s, call_timeout_s=serving.call_timeout_s,
-                route_by_image=serving.route_by_image, log_level=serving.log_level)
+            self.refs = {s.key: DeploymentRef(n, "model", s.label, serving)
                          for s, n in zip(specs, names)}
         return self
 

@@ -122,7 +122,7 @@ class ServedEngine(Engine):
 
         super().__init__(config)
         self.ref = ref
-        logging.getLogger("ray.serve").setLevel(ref.log_level)  # no "Started <router>" line per client actor
+        logging.getLogger("ray.serve").setLevel(ref.serving.log_level)  # no "Started <router>" line per client actor
         self.handle = serve.get_deployment_handle(ref.deployment, app_name=ref.app)
 
     def __repr__(self) -> str:
@@ -131,7 +131,7 @@ class ServedEngine(Engine):
     def _chat(self, requests: list[ChatRequest]) -> list[ChatResult]:
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
-            groups.setdefault(route_key(req) if self.ref.route_by_image else "", []).append(i)
+            groups.setdefault(route_key(req) if self.ref.serving.route_by_image else "", []).append(i)
         results: list[ChatResult | None] = [None] * len(requests)
         pending = {key: self._send(requests, idx, key) for key, idx in groups.items()}
         for key, idx in groups.items():
@@ -143,10 +143,10 @@ class ServedEngine(Engine):
         return self.handle.chat.remote([requests[i] for i in idx], route_key=key)
 
     def _receive(self, requests: list[ChatRequest], idx: list[int], key: str, response) -> list[ChatResult]:
-        deadline, attempt = time.monotonic() + self.ref.retry_s, 0
+        deadline, attempt = time.monotonic() + self.ref.serving.retry_s, 0
         while True:
             try:
-                out = response.result(timeout_s=self.ref.call_timeout_s)
+                out = response.result(timeout_s=self.ref.serving.call_timeout_s)
                 if len(out) == len(idx):
                     return out
                 error = f"served model returned {len(out)} results for {len(idx)} requests"

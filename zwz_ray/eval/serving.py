@@ -4,7 +4,7 @@
 starts its deployment the first time a benchmark has undecided answers (:meth:`JudgeServing.refs`), keeps
 it for every later benchmark of the job (a suite loads the judge once), and deletes it when the job ends,
 also on an error or Ctrl-C. A run whose answers are all stored and judged never starts it, so it loads no
-model. The judge stage's actors are then light clients (:func:`judge_resources`). ``serving.mode: actors``
+model. The judge stage's actors are then light clients (:func:`zwz_ray.engines.deployments.stage_resources`). ``serving.mode: actors``
 (or an ``openai`` judge, an endpoint) starts nothing: the judge stage loads its own copy in its actor
 pool, or calls the endpoint. The evaluated models keep their own actor pools: each is used by one pass.
 """
@@ -12,9 +12,8 @@ pool, or calls the endpoint. The evaluated models keep their own actor pools: ea
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import replace
 
-from zwz_ray.config import EngineConfig, ResourcesConfig
+from zwz_ray.config import EngineConfig
 from zwz_ray.engines.deployments import Deployments, ModelPlan
 from zwz_ray.engines.serving import ServingConfig
 
@@ -25,14 +24,6 @@ def judge_plan(judge: EngineConfig | None, serving: ServingConfig) -> ModelPlan:
     if judge is not None:
         plan.use(judge, "judge")
     return plan
-
-
-def judge_resources(judge: EngineConfig, served: bool, serving: ServingConfig) -> ResourcesConfig:
-    """The judge stage's Ray Data resources: its own (it loads the model) or a client's (no GPU, few CPUs)."""
-    if not served and judge.backend != "openai":
-        return judge.resources
-    r = judge.resources
-    return replace(r, num_cpus=serving.client_cpus, num_gpus=0.0, min_replicas=1, max_replicas=max(r.max_replicas, 1))
 
 
 class JudgeServing:

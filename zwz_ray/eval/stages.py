@@ -195,10 +195,9 @@ def judge_dataset(predictions: pd.DataFrame, judge: EngineConfig, max_tokens: in
     With ``served`` holding the judge (a Serve deployment), the stage's actors are light clients."""
     import ray
 
-    from zwz_ray.engines.deployments import model_key
-    from zwz_ray.eval.serving import judge_resources
+    from zwz_ray.engines.deployments import model_key, stage_resources
 
-    res = judge_resources(judge, model_key(judge) in (served or {}), serving or ServingConfig())
+    res = stage_resources(judge, serving or ServingConfig(), served=model_key(judge) in (served or {}))
     # One block per batch so every judge replica gets work. Split here: from_pandas' own split
     # (numpy.array_split) hands back arrays instead of frames with pandas 3.
     step = res.batch_size

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from zwz_ray import __version__
 from zwz_ray.config import EngineConfig, ResourcesConfig, to_dict
-from zwz_ray.engines.deployments import Deployments, ModelPlan
+from zwz_ray.engines.deployments import Deployments, ModelPlan, stage_resources
 from zwz_ray.prompts import PROMPT_VERSION
 from zwz_ray.resources import map_batches_kwargs
 from zwz_ray.synth.columns import output_table
@@ -153,8 +153,9 @@ class SynthesisPlan:
 
         if not sources:
             raise ValueError("no images to synthesize from")
-        init_ray(self.config.ray)
-        self.require_resources()
+        if not self._serving:  # serving() has started Ray and checked the plan's GPUs already
+            init_ray(self.config.ray)
+            self.require_resources()
         if self.models.deployments() and not self._serving:
             raise RuntimeError("this plan serves its models on Ray Serve: build and consume its dataset inside "
                                "`with plan.serving():` (or set serving.mode=actors)")
@@ -219,22 +220,9 @@ def _cpu(cfg: SynthConfig) -> ResourcesConfig:
     return ResourcesConfig(num_cpus=cfg.cpu.num_cpus, batch_size=cfg.cpu.batch_size)
 
 
-def _client(engines: list[EngineConfig], cfg: SynthConfig) -> ResourcesConfig:
-    """The resources of a stage that only calls served models: a few client actors, no GPU."""
-    first = engines[0].resources
-    return replace(first, num_cpus=cfg.serving.client_cpus, num_gpus=0.0, min_replicas=1,
-                   max_replicas=max(e.resources.max_replicas for e in engines))
-
-
-def _stage_resources(engines: list[EngineConfig], cfg: SynthConfig, own: ResourcesConfig) -> ResourcesConfig:
-    """``own`` when the stage loads a model itself, else the client's resources."""
-    served = cfg.serving.mode == "serve" or all(e.backend == "openai" for e in engines)
-    return _client(engines, cfg) if served else own
-
-
 def _model(name: str, cls: type, engine: EngineConfig, cfg: SynthConfig, models: ModelPlan, **kwargs: Any) -> StageSpec:
     models.use(engine, name)
-    resources = _stage_resources([engine], cfg, engine.resources)
+    resources = stage_resources(engine, cfg.serving, served=cfg.serving.mode == "serve")
     return StageSpec(name, cls, {"engine_config": engine, "name": name, **kwargs}, resources, True, (engine.label,), True)
 
 
@@ -266,7 +254,7 @@ def build_synthesis(cfg: SynthConfig) -> SynthesisPlan:
     judge_kwargs = {"consensus": cfg.consensus, "judge": m.judge, "expected_samples": expected, "name": "consensus"}
     if m.judge is not None and cfg.consensus.mode != "normalizer":
         models.use(m.judge, "consensus")
-        stages.append(StageSpec("consensus", Consensus, judge_kwargs, _stage_resources([m.judge], cfg, m.judge.resources),
+        stages.append(StageSpec("consensus", Consensus, judge_kwargs, stage_resources(m.judge, cfg.serving, cfg.serving.mode == "serve"),
                                 True, (m.judge.label,), True))
     else:
         stages.append(StageSpec("consensus", Consensus, judge_kwargs, _cpu(cfg), False))
