@@ -63,3 +63,14 @@ def tiny_vlm():
     engine = build_engine(cfg)
     yield cfg, engine
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def process_group(tmp_path_factory):
+    """A one-rank gloo process group for recipe code run in the test process (a module at a time)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path_factory.mktemp('pg') / 'store'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()

@@ -8,7 +8,6 @@ import zlib
 
 import pytest
 import torch
-import torch.distributed as dist
 from PIL import Image, ImageDraw
 
 from zwz_ray.config import ConfigError, from_dict
@@ -228,12 +227,6 @@ def test_rollouts_are_seeded_per_response_and_never_emit_image_tokens(vlm):
 # --------------------------------------------------------------------------- the recipe in-process (gloo, 1 worker)
 
 
-@pytest.fixture(scope="module")
-def process_group(tmp_path_factory):
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", init_method=f"file://{tmp_path_factory.mktemp('pg') / 'store'}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_online_filtering_drops_all_equal_groups_and_refills(process_group):

@@ -15,7 +15,6 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-import torch.distributed as dist
 from test_grpo import rows
 
 from zwz_ray.config import from_dict
@@ -91,12 +90,6 @@ def test_cli_reward_rises_and_every_parameter_changes(learning):
 # --------------------------------------------------------------------------- equivalence and exact resume
 
 
-@pytest.fixture(scope="module")
-def process_group(tmp_path_factory):
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", init_method=f"file://{tmp_path_factory.mktemp('pg') / 'store'}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def config(tmp: Path, name: str, workers: int, **trainer) -> DistillConfig:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 from PIL import Image, ImageDraw
 from train_rows import ListRows
 
@@ -131,13 +130,6 @@ def test_lr_schedules():
 # --------------------------------------------------------------------------- the loop in-process (gloo, 1 worker)
 
 
-@pytest.fixture(scope="module")
-def process_group(tmp_path_factory):
-    if not dist.is_initialized():
-        store = tmp_path_factory.mktemp("pg") / "store"
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def run_in_process(cfg: DistillConfig, rows: list[dict]):
